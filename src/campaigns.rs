@@ -1,0 +1,601 @@
+//! Campaigns: the admin routes that create, list, change and audit them, the public
+//! read-only view, and their persistence.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction, types::Json as DbJson};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::Admin,
+    domain::{CampaignId, Discount},
+    error::{ApiError, ApiResult, FieldError},
+    idempotency::{Begun, Idempotent, Scope, json_bytes_response},
+    json::Query,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/campaigns", get(list).post(create))
+        .route("/v1/admin/campaigns/{id}", get(admin_get).patch(update))
+        .route("/v1/admin/campaigns/{id}/audit", get(audit))
+        .route("/v1/campaigns/{id}", get(public_get))
+}
+
+/// A campaign row as stored. Serialisable so the cache can share it through Redis.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
+pub struct CampaignRow {
+    pub id: Uuid,
+    pub name: String,
+    pub total_stock: i64,
+    pub remaining: i64,
+    pub issued: i64,
+    pub redeemed: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub paused: bool,
+    pub discount: DbJson<Discount>,
+    pub min_order_amount: i64,
+    pub valid_for_seconds: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    Scheduled,
+    Active,
+    Paused,
+    SoldOut,
+    Ended,
+}
+
+impl CampaignRow {
+    /// Time decides first (a campaign that has ended is `ended` even if paused), then
+    /// the pause, then stock.
+    pub fn status(&self, now: DateTime<Utc>) -> CampaignStatus {
+        if now < self.starts_at {
+            CampaignStatus::Scheduled
+        } else if now >= self.ends_at {
+            CampaignStatus::Ended
+        } else if self.paused {
+            CampaignStatus::Paused
+        } else if self.remaining == 0 {
+            CampaignStatus::SoldOut
+        } else {
+            CampaignStatus::Active
+        }
+    }
+
+    /// The refusal this state implies for a grab, if any.
+    pub fn refusal(&self, now: DateTime<Utc>) -> Option<ApiError> {
+        match self.status(now) {
+            CampaignStatus::Active => None,
+            CampaignStatus::SoldOut => Some(ApiError::SoldOut),
+            CampaignStatus::Scheduled => Some(ApiError::CampaignNotActive("not open yet")),
+            CampaignStatus::Paused => Some(ApiError::CampaignNotActive("paused")),
+            CampaignStatus::Ended => Some(ApiError::CampaignNotActive("over")),
+        }
+    }
+
+    fn terms(&self) -> VoucherTerms {
+        VoucherTerms {
+            discount: self.discount.0.clone(),
+            min_order_amount: self.min_order_amount,
+            valid_for_seconds: self.valid_for_seconds,
+        }
+    }
+}
+
+/// The voucher every grant of a campaign issues.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherTerms {
+    pub discount: Discount,
+    /// Smallest order, in minor units of the discount's currency, the voucher applies to.
+    #[serde(default)]
+    pub min_order_amount: i64,
+    /// How long an issued voucher stays redeemable (60 to 31536000).
+    pub valid_for_seconds: i32,
+}
+
+/// A campaign as admins see it, with exact counters from Postgres.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaign {
+    pub id: Uuid,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub total_stock: i64,
+    pub remaining: i64,
+    pub issued: i64,
+    pub redeemed: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub paused: bool,
+    pub voucher: VoucherTerms,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&CampaignRow> for Campaign {
+    fn from(r: &CampaignRow) -> Self {
+        Campaign {
+            id: r.id,
+            name: r.name.clone(),
+            status: r.status(Utc::now()),
+            total_stock: r.total_stock,
+            remaining: r.remaining,
+            issued: r.issued,
+            redeemed: r.redeemed,
+            per_user_limit: r.per_user_limit,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            paused: r.paused,
+            voucher: r.terms(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// The public view of a campaign; `remaining` may lag by about a second.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicCampaign {
+    pub id: Uuid,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub remaining: i64,
+    pub per_user_limit: i32,
+    pub voucher: VoucherTerms,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCampaign {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// 1 to 1,000,000,000.
+    pub total_stock: i64,
+    /// 1 to 100; defaults to 1.
+    pub per_user_limit: Option<i32>,
+    /// Defaults to now.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// After `starts_at` and in the future.
+    pub ends_at: DateTime<Utc>,
+    pub voucher: VoucherTerms,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCampaign {
+    pub paused: Option<bool>,
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Stock only ever grows: 1 to 1,000,000,000 more.
+    pub add_stock: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignList {
+    pub items: Vec<Campaign>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditCheck {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Audit {
+    pub ok: bool,
+    pub checks: Vec<AuditCheck>,
+}
+
+const MAX_STOCK: i64 = 1_000_000_000;
+
+fn validate_create(c: &CreateCampaign, now: DateTime<Utc>) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let name_len = c.name.chars().count();
+    if !(1..=200).contains(&name_len) {
+        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+    if !(1..=MAX_STOCK).contains(&c.total_stock) {
+        errors.push(FieldError::new(
+            "total_stock",
+            "must be from 1 to 1000000000",
+        ));
+    }
+    if let Some(l) = c.per_user_limit
+        && !(1..=100).contains(&l)
+    {
+        errors.push(FieldError::new("per_user_limit", "must be from 1 to 100"));
+    }
+    let starts_at = c.starts_at.unwrap_or(now);
+    if c.ends_at <= starts_at {
+        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+    }
+    if c.ends_at <= now {
+        errors.push(FieldError::new("ends_at", "must be in the future"));
+    }
+    c.voucher.discount.validate("voucher.discount", &mut errors);
+    if c.voucher.min_order_amount < 0 {
+        errors.push(FieldError::new("voucher.min_order_amount", "must be >= 0"));
+    }
+    if !(60..=31_536_000).contains(&c.voucher.valid_for_seconds) {
+        errors.push(FieldError::new(
+            "voucher.valid_for_seconds",
+            "must be from 60 to 31536000",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn validate_update(u: &UpdateCampaign) -> Result<(), ApiError> {
+    if u.paused.is_none() && u.ends_at.is_none() && u.add_stock.is_none() {
+        return Err(ApiError::validation(
+            "",
+            "give at least one of paused, ends_at, add_stock",
+        ));
+    }
+    if let Some(n) = u.add_stock
+        && !(1..=MAX_STOCK).contains(&n)
+    {
+        return Err(ApiError::validation(
+            "add_stock",
+            "must be from 1 to 1000000000",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads one campaign straight from Postgres.
+pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await
+}
+
+async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    id: CampaignId,
+    c: &CreateCampaign,
+    starts_at: DateTime<Utc>,
+) -> Result<CampaignRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO campaigns (id, name, total_stock, remaining, per_user_limit, starts_at,
+                                ends_at, discount, min_order_amount, valid_for_seconds)
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING *",
+    )
+    .bind(id.0)
+    .bind(&c.name)
+    .bind(c.total_stock)
+    .bind(c.per_user_limit.unwrap_or(1))
+    .bind(starts_at)
+    .bind(c.ends_at)
+    .bind(DbJson(&c.voucher.discount))
+    .bind(c.voucher.min_order_amount)
+    .bind(c.voucher.valid_for_seconds)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Applies a patch in one statement; the table's constraints reject an `ends_at`
+/// before `starts_at` or stock beyond the maximum, and those are mapped to 422.
+async fn apply_update(
+    tx: &mut Transaction<'_, Postgres>,
+    id: CampaignId,
+    u: &UpdateCampaign,
+) -> ApiResult<Option<CampaignRow>> {
+    sqlx::query_as(
+        "UPDATE campaigns SET
+             paused = COALESCE($2, paused),
+             ends_at = COALESCE($3, ends_at),
+             total_stock = total_stock + COALESCE($4, 0),
+             remaining = remaining + COALESCE($4, 0),
+             updated_at = now()
+         WHERE id = $1
+         RETURNING *",
+    )
+    .bind(id.0)
+    .bind(u.paused)
+    .bind(u.ends_at)
+    .bind(u.add_stock)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| {
+        let constraint = e
+            .as_database_error()
+            .and_then(|d| d.constraint())
+            .map(str::to_owned);
+        match constraint.as_deref() {
+            Some("campaigns_ends_after_starts") => {
+                ApiError::validation("ends_at", "must be after starts_at")
+            }
+            Some("campaigns_total_stock_check") => {
+                ApiError::validation("add_stock", "total stock would exceed 1000000000")
+            }
+            _ => e.into(),
+        }
+    })
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> ApiResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(ApiError::internal)
+}
+
+#[utoipa::path(post, path = "/v1/admin/campaigns", tag = "admin",
+    request_body = CreateCampaign,
+    params(("Idempotency-Key" = String, Header, description = "8–255 printable ASCII characters")),
+    responses((status = 201, body = Campaign), (status = 400, body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("admin" = [])))]
+async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    req: Idempotent<CreateCampaign>,
+) -> ApiResult<Response> {
+    let mut claim = match state
+        .idempotency
+        .begin(
+            &state.db,
+            &Scope::admin(),
+            &req.key,
+            &req.fingerprint,
+            || validate_create(&req.body, Utc::now()),
+        )
+        .await?
+    {
+        Begun::Replay(resp) => return Ok(resp),
+        Begun::Fresh(claim) => claim,
+    };
+    let id = CampaignId::new();
+    let starts_at = req.body.starts_at.unwrap_or_else(Utc::now);
+    let row = insert(&mut claim.tx, id, &req.body, starts_at).await?;
+    let body = json_bytes(&Campaign::from(&row))?;
+    claim.complete(StatusCode::CREATED, &body).await?;
+    claim.commit().await?;
+    state.cache.invalidate(id).await;
+    Ok(json_bytes_response(StatusCode::CREATED, body))
+}
+
+#[utoipa::path(patch, path = "/v1/admin/campaigns/{id}", tag = "admin",
+    request_body = UpdateCampaign,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 200, body = Campaign), (status = 404, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("admin" = [])))]
+async fn update(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    req: Idempotent<UpdateCampaign>,
+) -> ApiResult<Response> {
+    let id = CampaignId::parse(&id)?;
+    let mut claim = match state
+        .idempotency
+        .begin(
+            &state.db,
+            &Scope::admin(),
+            &req.key,
+            &req.fingerprint,
+            || validate_update(&req.body),
+        )
+        .await?
+    {
+        Begun::Replay(resp) => return Ok(resp),
+        Begun::Fresh(claim) => claim,
+    };
+    let row = apply_update(&mut claim.tx, id, &req.body)
+        .await?
+        .ok_or(ApiError::CampaignNotFound)?;
+    let body = json_bytes(&Campaign::from(&row))?;
+    claim.complete(StatusCode::OK, &body).await?;
+    claim.commit().await?;
+    state.cache.invalidate(id).await;
+    Ok(json_bytes_response(StatusCode::OK, body))
+}
+
+#[utoipa::path(get, path = "/v1/admin/campaigns/{id}", tag = "admin",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Campaign), (status = 404, body = crate::error::Problem)),
+    security(("admin" = [])))]
+async fn admin_get(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Campaign>> {
+    let id = CampaignId::parse(&id)?;
+    let row = fetch(&state.db, id)
+        .await?
+        .ok_or(ApiError::CampaignNotFound)?;
+    Ok(Json(Campaign::from(&row)))
+}
+
+#[utoipa::path(get, path = "/v1/admin/campaigns", tag = "admin", params(ListParams),
+    responses((status = 200, body = CampaignList)), security(("admin" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<CampaignList>> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be from 1 to 100"));
+    }
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?;
+    // Ids are v7 UUIDs, so id order is creation order: newest first.
+    let mut rows: Vec<CampaignRow> = sqlx::query_as(
+        "SELECT * FROM campaigns WHERE ($1::uuid IS NULL OR id < $1)
+         ORDER BY id DESC LIMIT $2",
+    )
+    .bind(cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(CampaignList {
+        items: rows.iter().map(Campaign::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/campaigns/{id}/audit", tag = "admin",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Audit), (status = 404, body = crate::error::Problem)),
+    security(("admin" = [])))]
+async fn audit(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Audit>> {
+    let id = CampaignId::parse(&id)?;
+    // One REPEATABLE READ snapshot, so every check sees the same moment.
+    let mut tx = state.db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::CampaignNotFound)?;
+    let (vouchers, redeemed_rows): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'redeemed')
+         FROM vouchers WHERE campaign_id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let over_limit: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT user_id FROM vouchers WHERE campaign_id = $1
+         GROUP BY user_id HAVING count(*) > $2) over",
+    )
+    .bind(id.0)
+    .bind(row.per_user_limit as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    let claim_mismatch: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM
+             (SELECT user_id, claimed FROM user_claims WHERE campaign_id = $1) c
+             FULL JOIN (SELECT user_id, count(*)::int AS n FROM vouchers
+                        WHERE campaign_id = $1 GROUP BY user_id) v USING (user_id)
+         WHERE c.claimed IS DISTINCT FROM v.n",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let check = |name, ok, detail: String| AuditCheck { name, ok, detail };
+    let checks = vec![
+        check(
+            "stock_balance",
+            row.total_stock == row.remaining + row.issued,
+            format!(
+                "total_stock {} = remaining {} + issued {}",
+                row.total_stock, row.remaining, row.issued
+            ),
+        ),
+        check(
+            "issued_matches_vouchers",
+            row.issued == vouchers && vouchers <= row.total_stock,
+            format!("issued counter {} vs {} voucher rows", row.issued, vouchers),
+        ),
+        check(
+            "remaining_non_negative",
+            row.remaining >= 0,
+            format!("remaining {}", row.remaining),
+        ),
+        check(
+            "per_user_limit",
+            over_limit == 0,
+            format!(
+                "{over_limit} users above the limit of {}",
+                row.per_user_limit
+            ),
+        ),
+        check(
+            "user_claims_match_vouchers",
+            claim_mismatch == 0,
+            format!("{claim_mismatch} users whose claim counter differs from their vouchers"),
+        ),
+        check(
+            "redeemed_matches_vouchers",
+            row.redeemed == redeemed_rows,
+            format!(
+                "redeemed counter {} vs {} redeemed vouchers",
+                row.redeemed, redeemed_rows
+            ),
+        ),
+    ];
+    Ok(Json(Audit {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "public",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = PublicCampaign), (status = 404, body = crate::error::Problem)))]
+async fn public_get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = CampaignId::parse(&id)?;
+    let row: Arc<CampaignRow> = state
+        .cache
+        .get(&state.db, id)
+        .await?
+        .ok_or(ApiError::CampaignNotFound)?;
+    let view = PublicCampaign {
+        id: row.id,
+        name: row.name.clone(),
+        status: row.status(Utc::now()),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        remaining: row.remaining,
+        per_user_limit: row.per_user_limit,
+        voucher: row.terms(),
+    };
+    Ok(Json(view).into_response())
+}

@@ -1,0 +1,275 @@
+//! Settings read from the environment once at startup and validated, so a bad value
+//! stops the process with a message that names the variable instead of failing later.
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Every setting voucherd understands. Secrets are wrapped so they never reach a log.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: SecretString,
+    /// `None` runs on the in-process cache alone.
+    pub redis_url: Option<SecretString>,
+    pub jwt_secret: SecretString,
+    pub admin_token: SecretString,
+    pub listen_addr: SocketAddr,
+    /// Idempotency records are kept at least this long, then purged.
+    pub idempotency_ttl: Duration,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<SecretString>,
+    /// Browser origins allowed by CORS; empty disables cross-origin access.
+    pub cors_allowed_origins: Vec<String>,
+    pub log_json: bool,
+    pub db_max_connections: u32,
+    /// Upper bound on a whole request; kept above the sum of the database bounds so
+    /// a timed-out request can only be one whose transaction never committed.
+    pub request_timeout: Duration,
+    /// Every Redis call gives up after this long and the request carries on without it.
+    pub redis_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+/// A setting that is missing or invalid; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn err(name: &'static str, problem: impl Into<String>) -> SettingError {
+    SettingError {
+        name,
+        problem: problem.into(),
+    }
+}
+
+/// Reads settings through a lookup function so tests can supply their own map.
+pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingError> {
+    let opt = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+
+    let database_url = opt("DATABASE_URL").ok_or_else(|| err("DATABASE_URL", "is required"))?;
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        return Err(err(
+            "DATABASE_URL",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    let redis_url = opt("REDIS_URL");
+    if let Some(url) = &redis_url
+        && redis::Client::open(url.as_str()).is_err()
+    {
+        return Err(err("REDIS_URL", "is not a valid redis:// URL"));
+    }
+    let jwt_secret = opt("JWT_SECRET").ok_or_else(|| err("JWT_SECRET", "is required"))?;
+    if jwt_secret.len() < 32 {
+        return Err(err(
+            "JWT_SECRET",
+            format!("must be at least 32 bytes (got {})", jwt_secret.len()),
+        ));
+    }
+    let admin_token = opt("ADMIN_TOKEN").ok_or_else(|| err("ADMIN_TOKEN", "is required"))?;
+    if admin_token.chars().count() < 16 {
+        return Err(err("ADMIN_TOKEN", "must be at least 16 characters"));
+    }
+    let listen_addr = match opt("LISTEN_ADDR") {
+        None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        Some(v) => v.parse().map_err(|_| {
+            err(
+                "LISTEN_ADDR",
+                format!("`{v}` is not an address like 0.0.0.0:8080"),
+            )
+        })?,
+    };
+    let idempotency_ttl = duration(&opt, "IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?;
+    if idempotency_ttl < Duration::from_secs(60) {
+        return Err(err("IDEMPOTENCY_TTL", "must be at least 60s"));
+    }
+    let webhook_url = opt("WEBHOOK_URL");
+    if let Some(url) = &webhook_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(err("WEBHOOK_URL", "must be an http:// or https:// URL"));
+    }
+    let webhook_secret = opt("WEBHOOK_SECRET");
+    if webhook_url.is_some() && webhook_secret.as_ref().is_none_or(|s| s.len() < 24) {
+        return Err(err(
+            "WEBHOOK_SECRET",
+            "must be set (at least 24 bytes) when WEBHOOK_URL is set",
+        ));
+    }
+    let cors_allowed_origins = opt("CORS_ALLOWED_ORIGINS")
+        .map(|v| {
+            v.split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for origin in &cors_allowed_origins {
+        if origin.parse::<axum::http::HeaderValue>().is_err()
+            || !(origin.starts_with("http://") || origin.starts_with("https://"))
+        {
+            return Err(err(
+                "CORS_ALLOWED_ORIGINS",
+                format!("`{origin}` is not an origin like https://shop.example"),
+            ));
+        }
+    }
+    let log_json = match opt("LOG_FORMAT").as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(err(
+                "LOG_FORMAT",
+                format!("`{other}` is not one of text, json"),
+            ));
+        }
+    };
+    let db_max_connections = match opt("DATABASE_MAX_CONNECTIONS") {
+        None => 32,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "DATABASE_MAX_CONNECTIONS",
+                    "must be a number from 1 to 1000",
+                )
+            })?,
+    };
+    let request_timeout = duration(&opt, "REQUEST_TIMEOUT", Duration::from_secs(15))?;
+    if request_timeout < Duration::from_secs(12) {
+        return Err(err(
+            "REQUEST_TIMEOUT",
+            "must be at least 12s (above the database's own time bounds)",
+        ));
+    }
+    let redis_timeout = duration(&opt, "REDIS_TIMEOUT", Duration::from_millis(100))?;
+    if redis_timeout.is_zero() || redis_timeout > Duration::from_secs(5) {
+        return Err(err("REDIS_TIMEOUT", "must be between 1ms and 5s"));
+    }
+    let migrate_on_start = match opt("MIGRATE_ON_START").as_deref() {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(err(
+                "MIGRATE_ON_START",
+                format!("`{other}` is not true or false"),
+            ));
+        }
+    };
+
+    Ok(Settings {
+        database_url: database_url.into(),
+        redis_url: redis_url.map(Into::into),
+        jwt_secret: jwt_secret.into(),
+        admin_token: admin_token.into(),
+        listen_addr,
+        idempotency_ttl,
+        webhook_url,
+        webhook_secret: webhook_secret.map(Into::into),
+        cors_allowed_origins,
+        log_json,
+        db_max_connections,
+        request_timeout,
+        redis_timeout,
+        migrate_on_start,
+    })
+}
+
+/// Reads settings from the process environment.
+pub fn from_env() -> Result<Settings, SettingError> {
+    from_lookup(|name| std::env::var(name).ok())
+}
+
+/// Reads only what `voucherd token` needs, so minting a token does not require a database URL.
+pub fn jwt_secret_from_env() -> Result<SecretString, SettingError> {
+    let secret = std::env::var("JWT_SECRET")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| err("JWT_SECRET", "is required"))?;
+    if secret.len() < 32 {
+        return Err(err("JWT_SECRET", "must be at least 32 bytes"));
+    }
+    Ok(secret.into())
+}
+
+fn duration(
+    opt: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, SettingError> {
+    match opt(name) {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|_| {
+            err(
+                name,
+                format!("`{v}` is not a duration like 30s, 15m or 24h"),
+            )
+        }),
+    }
+}
+
+impl Settings {
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("DATABASE_URL", "postgres://localhost/voucherd".to_string()),
+            ("JWT_SECRET", "x".repeat(32)),
+            ("ADMIN_TOKEN", "a".repeat(16)),
+        ])
+    }
+
+    fn load(map: &HashMap<&'static str, String>) -> Result<Settings, SettingError> {
+        from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = load(&base()).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(86400));
+        assert!(s.redis_url.is_none());
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        for (name, value) in [
+            ("DATABASE_URL", ""),
+            ("DATABASE_URL", "mysql://x"),
+            ("JWT_SECRET", "short"),
+            ("ADMIN_TOKEN", "short"),
+            ("LISTEN_ADDR", "nonsense"),
+            ("IDEMPOTENCY_TTL", "soon"),
+            ("IDEMPOTENCY_TTL", "5s"),
+            ("REDIS_URL", "not a url"),
+            ("WEBHOOK_URL", "ftp://x"),
+            ("LOG_FORMAT", "xml"),
+            ("CORS_ALLOWED_ORIGINS", "shop.example"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+        ] {
+            let mut map = base();
+            map.insert(name, value.to_string());
+            let e = load(&map).expect_err(name);
+            assert_eq!(e.name, name, "{value}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = load(&base()).unwrap();
+        assert!(!format!("{s:?}").contains(&"x".repeat(32)));
+    }
+}

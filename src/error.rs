@@ -1,0 +1,226 @@
+//! The crate's one error type and its problem+json (RFC 9457) rendering: every
+//! failure a client can see has a stable `code`, and internals never reach a body.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a well-formed body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `voucher.discount.amount`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The problem+json body every error response carries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable error code.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this route needs the admin token")]
+    Forbidden,
+    #[error("the Idempotency-Key header is required on every POST, PATCH and DELETE")]
+    IdempotencyKeyMissing,
+    #[error("{0}")]
+    IdempotencyKeyInvalid(&'static str),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    IdempotencyKeyInUse,
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the request body has invalid values")]
+    Validation(Vec<FieldError>),
+    #[error("the request body is larger than 64 KiB")]
+    PayloadTooLarge,
+    #[error("no campaign with this id")]
+    CampaignNotFound,
+    #[error("no voucher with this code belongs to you")]
+    VoucherNotFound,
+    #[error("the campaign has no vouchers left")]
+    SoldOut,
+    #[error("you already hold the maximum number of vouchers for this campaign")]
+    LimitReached,
+    #[error("the campaign is {0}")]
+    CampaignNotActive(&'static str),
+    /// A transient failure (database unreachable, lock wait exceeded): nothing was
+    /// changed and the same request may be retried with the same key.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// Anything else; logged with its cause, shown to the client as an opaque 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            IdempotencyKeyMissing | IdempotencyKeyInvalid(_) | Malformed(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            IdempotencyKeyReused | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IdempotencyKeyInUse | SoldOut | LimitReached | CampaignNotActive(_) => {
+                StatusCode::CONFLICT
+            }
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CampaignNotFound | VoucherNotFound => StatusCode::NOT_FOUND,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Unauthorized(_) => "unauthorized",
+            Forbidden => "forbidden",
+            IdempotencyKeyMissing => "idempotency_key_missing",
+            IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyInUse => "idempotency_key_in_use",
+            Malformed(_) => "malformed_request",
+            Validation(_) => "validation_failed",
+            PayloadTooLarge => "payload_too_large",
+            CampaignNotFound => "campaign_not_found",
+            VoucherNotFound => "voucher_not_found",
+            SoldOut => "sold_out",
+            LimitReached => "limit_reached",
+            CampaignNotActive(_) => "campaign_not_active",
+            Unavailable(_) => "service_unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    /// Whether the refusal changed nothing and may be sent again with the same key.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::IdempotencyKeyInUse | ApiError::Unavailable(_)
+        )
+    }
+}
+
+/// Builds a problem+json response for any status; also used to dress up errors
+/// produced outside handlers (unknown route, wrong method, timeout).
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error").to_string();
+    let body = Problem {
+        kind: format!("urn:voucherd:problem:{code}"),
+        title,
+        status: status.as_u16(),
+        detail,
+        code: code.to_string(),
+        errors,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        bytes,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = ?e, "request failed");
+        }
+        let code = self.code();
+        let detail = self.to_string();
+        let (mut response, extra) = match self {
+            ApiError::Validation(errors) => {
+                (problem_response(status, code, detail, Some(errors)), None)
+            }
+            ApiError::Unauthorized(_) => (
+                problem_response(status, code, detail, None),
+                Some((header::WWW_AUTHENTICATE, "Bearer")),
+            ),
+            e if e.is_retryable() => (
+                problem_response(status, code, detail, None),
+                Some((header::RETRY_AFTER, "1")),
+            ),
+            _ => (problem_response(status, code, detail, None), None),
+        };
+        if let Some((name, value)) = extra {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
+}
+
+/// SQLSTATEs that mean "try again": the server is going away, a lock wait or the
+/// statement hit its bound, the connection broke, or Postgres is out of slots.
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(
+            code,
+            "55P03" | "57014" | "40001" | "40P01" | "53300" | "53400"
+        )
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry shortly")
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient_sqlstate(&c)) => {
+                tracing::warn!(error = %e, "transient database error");
+                ApiError::Unavailable("the database is busy; retry shortly")
+            }
+            _ => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

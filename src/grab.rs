@@ -1,0 +1,220 @@
+//! The grab: `POST /v1/campaigns/{id}/claims`. Everything that decides a grant sits
+//! behind `Grabber::grab`, so the strategy (one transaction per grant today) can be
+//! replaced without touching the route.
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+    routing::post,
+};
+use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::User,
+    cache::CampaignCache,
+    campaigns::CampaignRow,
+    domain::{CampaignId, UserId, VoucherCode},
+    error::{ApiError, ApiResult},
+    idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, json_bytes_response},
+    vouchers::{self, Voucher, VoucherRow},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/campaigns/{id}/claims", post(claim))
+}
+
+/// The grab takes no parameters; an empty body or `{}` is accepted.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimResponse {
+    pub voucher: Voucher,
+}
+
+/// One grab, as the route hands it over.
+pub struct GrabRequest<'a> {
+    pub campaign: &'a CampaignRow,
+    pub user: &'a UserId,
+    pub key: &'a IdempotencyKey,
+    pub fingerprint: &'a [u8],
+}
+
+#[derive(Clone)]
+pub struct Grabber {
+    db: PgPool,
+    cache: CampaignCache,
+    idempotency: idempotency::Store,
+}
+
+/// Why the conditional decrement found nothing to take.
+async fn refusal_reason(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: CampaignId,
+) -> ApiResult<ApiError> {
+    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
+        .bind(campaign.0)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.refusal(Utc::now()).unwrap_or(ApiError::SoldOut))
+}
+
+fn outcome(result: &ApiResult<Response>) -> &'static str {
+    match result {
+        Ok(r) if r.headers().contains_key(idempotency::REPLAYED_HEADER) => "replayed",
+        Ok(_) => "granted",
+        Err(e) => e.code(),
+    }
+}
+
+impl Grabber {
+    pub fn new(db: PgPool, cache: CampaignCache, idempotency: idempotency::Store) -> Self {
+        Grabber {
+            db,
+            cache,
+            idempotency,
+        }
+    }
+
+    /// Grants one voucher, replays an earlier answer for the same key, or refuses.
+    /// A refusal changes nothing and leaves the key unrecorded.
+    pub async fn grab(&self, req: GrabRequest<'_>) -> ApiResult<Response> {
+        let result = self.grab_inner(req).await;
+        metrics::counter!("voucherd_grabs_total", "outcome" => outcome(&result)).increment(1);
+        result
+    }
+
+    async fn grab_inner(&self, req: GrabRequest<'_>) -> ApiResult<Response> {
+        let now = Utc::now();
+        let cached_refusal = req.campaign.refusal(now);
+        // Sold out: a user holding no voucher of this campaign cannot be replaying a
+        // grant, so the refusal needs no database at all.
+        if matches!(cached_refusal, Some(ApiError::SoldOut))
+            && !self
+                .cache
+                .may_hold(&self.db, req.campaign, req.user)
+                .await?
+        {
+            return Err(ApiError::SoldOut);
+        }
+        let scope = Scope::user(req.user);
+        let begun = self
+            .idempotency
+            .begin(&self.db, &scope, req.key, req.fingerprint, || {
+                cached_refusal.map_or(Ok(()), Err)
+            })
+            .await?;
+        let mut claim = match begun {
+            Begun::Replay(resp) => return Ok(resp),
+            Begun::Fresh(claim) => claim,
+        };
+        let campaign_id = CampaignId(req.campaign.id);
+
+        // The per-user limit: a conditional upsert on the user's own counter row,
+        // so only this user's concurrent grabs queue on it.
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO user_claims (campaign_id, user_id, claimed) VALUES ($1, $2, 1)
+             ON CONFLICT (campaign_id, user_id) DO UPDATE SET claimed = user_claims.claimed + 1
+             WHERE user_claims.claimed < $3
+             RETURNING claimed",
+        )
+        .bind(campaign_id.0)
+        .bind(req.user.as_str())
+        .bind(req.campaign.per_user_limit)
+        .fetch_optional(&mut *claim.tx)
+        .await?;
+        if claimed.is_none() {
+            return Err(ApiError::LimitReached);
+        }
+
+        // Postgres keeps microseconds: round here so the body we store and replay
+        // matches what the wallet reads back.
+        let issued_at = Utc::now().trunc_subsecs(6);
+        let row = VoucherRow {
+            id: Uuid::now_v7(),
+            code: VoucherCode::generate().as_str().to_string(),
+            campaign_id: campaign_id.0,
+            user_id: req.user.as_str().to_string(),
+            status: "issued".into(),
+            discount: req.campaign.discount.clone(),
+            min_order_amount: req.campaign.min_order_amount,
+            issued_at,
+            expires_at: issued_at + ChronoDuration::seconds(req.campaign.valid_for_seconds.into()),
+            redeemed_at: None,
+            order_id: None,
+        };
+        vouchers::insert(&mut claim.tx, &row).await?;
+        let body = serde_json::to_vec(&ClaimResponse {
+            voucher: row.view(issued_at),
+        })
+        .map_err(ApiError::internal)?;
+        claim.complete(StatusCode::CREATED, &body).await?;
+
+        // Last, so the hot campaign row is locked only from here to the commit. The
+        // WHERE re-checks stock, pause and window against the committed row: the
+        // cached snapshot can refuse, but only Postgres grants.
+        let remaining: Option<i64> = sqlx::query_scalar(
+            "UPDATE campaigns SET remaining = remaining - 1, issued = issued + 1
+             WHERE id = $1 AND remaining > 0 AND NOT paused
+               AND starts_at <= now() AND ends_at > now()
+             RETURNING remaining",
+        )
+        .bind(campaign_id.0)
+        .fetch_optional(&mut *claim.tx)
+        .await?;
+        let Some(remaining) = remaining else {
+            let reason = refusal_reason(&mut claim.tx, campaign_id).await?;
+            drop(claim);
+            // The snapshot said open and Postgres disagrees: refresh it.
+            self.cache.invalidate(campaign_id).await;
+            return Err(reason);
+        };
+        claim.commit().await?;
+        if remaining == 0 {
+            self.cache.invalidate(campaign_id).await;
+        }
+        Ok(json_bytes_response(StatusCode::CREATED, body))
+    }
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/claims", tag = "users",
+    request_body(content = Option<ClaimRequest>, description = "no body, or `{}`"),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "8–255 printable ASCII characters")),
+    responses(
+        (status = 201, description = "granted (or replayed, with `Idempotent-Replayed: true`)", body = ClaimResponse),
+        (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
+        (status = 404, description = "campaign_not_found", body = crate::error::Problem),
+        (status = 409, description = "sold_out, limit_reached, campaign_not_active or idempotency_key_in_use", body = crate::error::Problem),
+        (status = 422, description = "idempotency_key_reused", body = crate::error::Problem),
+        (status = 503, body = crate::error::Problem)),
+    security(("user" = [])))]
+async fn claim(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    req: Idempotent<ClaimRequest>,
+) -> ApiResult<Response> {
+    let id = CampaignId::parse(&id)?;
+    let campaign = state
+        .cache
+        .get(&state.db, id)
+        .await?
+        .ok_or(ApiError::CampaignNotFound)?;
+    state
+        .grabber
+        .grab(GrabRequest {
+            campaign: &campaign,
+            user: &user,
+            key: &req.key,
+            fingerprint: &req.fingerprint,
+        })
+        .await
+}

@@ -1,0 +1,474 @@
+//! Idempotency, implemented once for every mutating route: the `Idempotency-Key`
+//! header and request fingerprint (the `Idempotent<T>` extractor), and the store that
+//! claims a key inside the effect's own transaction and replays committed responses.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    json,
+};
+
+pub const HEADER: &str = "idempotency-key";
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// How long a duplicate waits for the in-flight original before answering 409.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
+
+/// A validated key: 8–255 printable ASCII characters. The bare form and the quoted
+/// structured-field string form (`"abc…"`, with `\"` and `\\` escapes) name the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        let raw = std::str::from_utf8(raw).map_err(|_| invalid_key())?.trim();
+        let key = if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
+            let mut out = String::with_capacity(raw.len());
+            let mut chars = raw[1..raw.len() - 1].chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(e @ ('"' | '\\')) => out.push(e),
+                        _ => return Err(invalid_key()),
+                    },
+                    '"' => return Err(invalid_key()),
+                    c if (' '..='~').contains(&c) => out.push(c),
+                    _ => return Err(invalid_key()),
+                }
+            }
+            out
+        } else {
+            if !raw.chars().all(|c| ('!'..='~').contains(&c)) {
+                return Err(invalid_key());
+            }
+            raw.to_string()
+        };
+        if (8..=255).contains(&key.len()) {
+            Ok(IdempotencyKey(key))
+        } else {
+            Err(invalid_key())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::IdempotencyKeyInvalid(
+        "the Idempotency-Key must be 8 to 255 printable ASCII characters",
+    )
+}
+
+/// Who a key belongs to: the same key from two callers is two unrelated keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope(String);
+
+impl Scope {
+    pub fn user(user: &crate::domain::UserId) -> Self {
+        Scope(format!("user:{}", user.as_str()))
+    }
+
+    pub fn admin() -> Self {
+        Scope("admin".to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Canonical JSON: object keys sorted, no insignificant whitespace. Two bodies that
+/// differ only in key order or spacing have the same canonical form.
+pub fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// SHA-256 over method, path (which carries the route and its parameters) and the
+/// canonical body.
+pub fn fingerprint(method: &str, path: &str, body: &Value) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(canonical_json(body).as_bytes());
+    h.finalize().to_vec()
+}
+
+/// A mutating request: its key, its fingerprint and its typed body. Extracting it
+/// checks, in order, the key (400), the body size (413), JSON syntax (400) and the
+/// body's shape (422). An empty body reads as `{}`.
+#[derive(Debug)]
+pub struct Idempotent<T> {
+    pub key: IdempotencyKey,
+    pub fingerprint: Vec<u8>,
+    pub body: T,
+}
+
+impl<S, T> FromRequest<S> for Idempotent<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let key = match req.headers().get(HEADER) {
+            None => return Err(ApiError::IdempotencyKeyMissing),
+            Some(v) => IdempotencyKey::parse(v.as_bytes())?,
+        };
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(json::body_rejection)?;
+        let value = json::parse_value(&bytes)?;
+        let fingerprint = fingerprint(&method, &path, &value);
+        let body = json::from_value(value)?;
+        Ok(Idempotent {
+            key,
+            fingerprint,
+            body,
+        })
+    }
+}
+
+/// A stored record. Status and body are set in the transaction that inserts the
+/// row, so a committed row always has both.
+#[derive(sqlx::FromRow)]
+struct Record {
+    fingerprint: Vec<u8>,
+    status_code: Option<i16>,
+    response_body: Option<Vec<u8>>,
+}
+
+/// The result of claiming a key.
+pub enum Begun {
+    /// The key's effect already committed: send this stored response again.
+    Replay(Response),
+    /// The key is ours: do the effect in `claim.tx`, then `complete` and commit.
+    Fresh(Claim),
+}
+
+/// An open transaction holding the key. Dropping it without committing rolls the
+/// effect back and leaves the key unrecorded, as every refusal must.
+pub struct Claim {
+    pub tx: Transaction<'static, Postgres>,
+    scope: Scope,
+    key: IdempotencyKey,
+    _in_flight: InFlightGuard,
+}
+
+impl Claim {
+    /// Stores the response in the effect's transaction; the caller commits.
+    pub async fn complete(&mut self, status: StatusCode, body: &[u8]) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = $3, response_body = $4
+             WHERE scope = $1 AND key = $2",
+        )
+        .bind(self.scope.as_str())
+        .bind(self.key.as_str())
+        .bind(status.as_u16() as i16)
+        .bind(body)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> ApiResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The idempotency store: Postgres for the records, plus an in-process map so that
+/// duplicates arriving at one instance queue in memory instead of each holding a
+/// database connection while they wait.
+#[derive(Clone, Default)]
+pub struct Store {
+    in_flight: InFlight,
+}
+
+impl Store {
+    /// Replays a committed key, or opens the effect's transaction with the key claimed.
+    /// `precheck` runs between the two: a refusal it returns (validation, a campaign
+    /// that is not open) is answered without a transaction and without recording the
+    /// key, yet never hides the replay of an effect that did commit.
+    /// A duplicate of an in-flight request waits for it (in memory here, on the unique
+    /// index across instances) and then replays; past the bound it gets 409.
+    pub async fn begin(
+        &self,
+        pool: &PgPool,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+        precheck: impl FnOnce() -> ApiResult<()>,
+    ) -> ApiResult<Begun> {
+        let guard = self.in_flight.acquire(scope, key).await?;
+        if let Some(resp) = replay(pool, scope, key, fingerprint).await? {
+            return Ok(Begun::Replay(resp));
+        }
+        precheck()?;
+        let mut tx = pool.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // The lock wait bound elapsed behind another instance's transaction.
+            ApiError::Unavailable(_) => ApiError::IdempotencyKeyInUse,
+            other => other,
+        })?
+        .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(Begun::Fresh(Claim {
+                tx,
+                scope: scope.clone(),
+                key: key.clone(),
+                _in_flight: guard,
+            }));
+        }
+        // Another instance committed this key while we waited on the index.
+        tx.rollback().await?;
+        match replay(pool, scope, key, fingerprint).await? {
+            Some(resp) => Ok(Begun::Replay(resp)),
+            None => Err(ApiError::IdempotencyKeyInUse),
+        }
+    }
+}
+
+async fn replay(
+    pool: &PgPool,
+    scope: &Scope,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+) -> ApiResult<Option<Response>> {
+    let record: Option<Record> = sqlx::query_as(
+        "SELECT fingerprint, status_code, response_body FROM idempotency_keys
+         WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope.as_str())
+    .bind(key.as_str())
+    .fetch_optional(pool)
+    .await?;
+    let Some(Record {
+        fingerprint: stored,
+        status_code: Some(status_code),
+        response_body: Some(body),
+    }) = record
+    else {
+        return Ok(None);
+    };
+    if stored != fingerprint {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    Ok(Some(replayed_response(status_code, body)))
+}
+
+fn replayed_response(status_code: i16, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status_code as u16).unwrap_or(StatusCode::OK);
+    let mut resp = json_bytes_response(status, body);
+    resp.headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    resp
+}
+
+/// A JSON response from bytes already serialised (and stored), so the first answer
+/// and every replay are byte-for-byte the same.
+pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Deletes records older than the TTL in bounded batches, so the purge never holds
+/// long locks or bloats one transaction.
+pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN (
+                 SELECT ctid FROM idempotency_keys
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 LIMIT 5000)",
+        )
+        .bind(ttl.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs `purge_expired` every minute until the process stops.
+pub fn spawn_purger(pool: PgPool, ttl: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match purge_expired(&pool, ttl).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+                Err(e) => tracing::warn!(error = %e, "idempotency purge failed; will retry"),
+            }
+        }
+    });
+}
+
+type InFlightKey = (String, String);
+type InFlightMap = HashMap<InFlightKey, Arc<tokio::sync::Mutex<()>>>;
+
+/// Per-key async mutexes for requests in flight in this process.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<InFlightMap>>);
+
+struct InFlightGuard {
+    owner: InFlight,
+    key: InFlightKey,
+    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl InFlight {
+    async fn acquire(&self, scope: &Scope, key: &IdempotencyKey) -> ApiResult<InFlightGuard> {
+        let k = (scope.as_str().to_string(), key.as_str().to_string());
+        let mutex = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(k.clone()).or_default().clone()
+        };
+        let mut guard = InFlightGuard {
+            owner: self.clone(),
+            key: k,
+            lock: None,
+        };
+        match tokio::time::timeout(IN_FLIGHT_WAIT, mutex.lock_owned()).await {
+            Ok(lock) => {
+                guard.lock = Some(lock);
+                Ok(guard)
+            }
+            // Dropping the guard still tidies the map entry.
+            Err(_) => Err(ApiError::IdempotencyKeyInUse),
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.lock.take();
+        let mut map = self.owner.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map's own handle left: nobody holds or awaits this key.
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bare_and_quoted_forms_name_the_same_key() {
+        let bare = IdempotencyKey::parse(b"3f0c-abcdef").unwrap();
+        let quoted = IdempotencyKey::parse(b"\"3f0c-abcdef\"").unwrap();
+        assert_eq!(bare, quoted);
+        assert_eq!(
+            IdempotencyKey::parse(br#""a\"b\\cdefgh""#)
+                .unwrap()
+                .as_str(),
+            r#"a"b\cdefgh"#
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        for raw in [
+            &b"short"[..],
+            &[b'a'; 256][..],
+            b"has space inside",
+            b"\"unterminated\\q\"",
+            "caf\u{e9}-key-1".as_bytes(),
+            b"\"\"",
+        ] {
+            assert!(IdempotencyKey::parse(raw).is_err(), "{raw:?}");
+        }
+        assert!(IdempotencyKey::parse(&[b'a'; 255]).is_ok());
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_whitespace_only() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &b));
+        assert_ne!(fingerprint("POST", "/p", &a), fingerprint("POST", "/q", &a));
+        let c = json!({"a": {"x": null, "y": [2, 1]}, "b": 1});
+        assert_ne!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &c));
+        assert_eq!(canonical_json(&json!({"k\"": "v"})), r#"{"k\"":"v"}"#);
+    }
+}

@@ -1,0 +1,65 @@
+//! JSON and query-string parsing whose failures use the same problem+json shape as
+//! every other error: bad syntax is 400, a well-formed body with bad values is 422.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequestParts, rejection::BytesRejection},
+    http::{StatusCode, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ApiError, FieldError};
+
+/// Maps a failure to read the body: over the limit is 413, anything else is 400.
+pub fn body_rejection(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::Malformed("the request body could not be read".into())
+    }
+}
+
+/// Parses a body into a JSON value; an empty body reads as `{}`.
+pub fn parse_value(bytes: &Bytes) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::Malformed(format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Deserialises a value into the route's type, naming the offending field.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ApiError::Validation(vec![FieldError::new(field, e.inner().to_string())])
+    })
+}
+
+/// A query string parsed into `T`; a bad value is 422 naming the parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                ApiError::Validation(vec![FieldError::new(
+                    e.path().to_string(),
+                    e.inner().to_string(),
+                )])
+            })
+    }
+}

@@ -1,0 +1,286 @@
+//! voucherd: a flash-sale voucher service. This file wires the pieces together:
+//! shared state, the router and its middleware, start-up, serving and shutdown.
+
+pub mod auth;
+pub mod cache;
+pub mod campaigns;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grab;
+pub mod idempotency;
+pub mod json;
+pub mod ops;
+pub mod telemetry;
+pub mod vouchers;
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
+    response::Response,
+};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{
+    auth::AuthKeys,
+    cache::{CampaignCache, Redis},
+    config::Settings,
+    error::{PROBLEM_JSON, problem_response},
+    grab::Grabber,
+};
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Lock waits and statements are bounded in Postgres itself, so a stuck request
+/// fails with a retryable 503 well inside the request timeout.
+const LOCK_TIMEOUT: &str = "3s";
+const STATEMENT_TIMEOUT: &str = "5s";
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Cheap handles shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub cache: CampaignCache,
+    pub auth: AuthKeys,
+    pub idempotency: idempotency::Store,
+    pub grabber: Grabber,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub settings: std::sync::Arc<Settings>,
+}
+
+/// The connection pool; connects lazily so the process can start (and report
+/// itself unready) while Postgres is still coming up.
+pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(settings.database_url())
+        .context("DATABASE_URL: not a valid Postgres URL")?
+        .application_name("voucherd")
+        .options([
+            ("lock_timeout", LOCK_TIMEOUT),
+            ("statement_timeout", STATEMENT_TIMEOUT),
+        ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.db_max_connections)
+        .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations, waiting up to 30 s for Postgres to accept connections.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::migrate!().run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if attempt < 30 && is_connect(&e) => {
+                attempt += 1;
+                tracing::info!(attempt, "waiting for Postgres");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+}
+
+fn is_connect(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+
+/// Builds the shared state from settings. Redis is optional and connects lazily.
+pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
+    let redis = settings
+        .redis_url
+        .as_ref()
+        .map(|url| {
+            Redis::connect(
+                secrecy::ExposeSecret::expose_secret(url),
+                settings.redis_timeout,
+            )
+        })
+        .transpose()
+        .context("REDIS_URL")?;
+    let cache = CampaignCache::new(redis);
+    let idempotency = idempotency::Store::default();
+    Ok(AppState {
+        grabber: Grabber::new(db.clone(), cache.clone(), idempotency.clone()),
+        auth: AuthKeys::new(&settings.jwt_secret, settings.admin_token.clone()),
+        db,
+        cache,
+        idempotency,
+        metrics: ops::metrics_handle(),
+        settings: std::sync::Arc::new(settings),
+    })
+}
+
+/// The whole HTTP application. Separate from serving so tests can bind port 0.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let cors = cors(&state.settings.cors_allowed_origins);
+    let timeout = state.settings.request_timeout;
+    Router::new()
+        .merge(campaigns::router())
+        .merge(grab::router())
+        .merge(vouchers::router())
+        .merge(ops::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn(ops::track_http))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::map_response(dress_errors))
+                .layer(cors)
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                ))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(idempotency::HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(idempotency::REPLAYED_HEADER),
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Response {
+    problem_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route".into(),
+        None,
+    )
+}
+
+/// Errors produced outside the handlers (wrong method, timeout) come without a
+/// body; give them the same problem+json shape as every other error.
+async fn dress_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not accept this method",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "timeout",
+            "the request took too long; retry with the same Idempotency-Key",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than 64 KiB",
+        ),
+        _ => ("error", "the request failed"),
+    };
+    let mut dressed = problem_response(status, code, detail.into(), None);
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = response.headers().get(&name) {
+            dressed.headers_mut().insert(name, v.clone());
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        dressed
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    dressed
+}
+
+/// `voucherd serve`: migrate (unless told not to), start background tasks, serve
+/// until SIGTERM or Ctrl-C, then drain for at most `SHUTDOWN_GRACE`.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let db = pool(&settings)?;
+    if settings.migrate_on_start {
+        migrate(&db).await?;
+    }
+    idempotency::spawn_purger(db.clone(), settings.idempotency_ttl);
+    let addr = settings.listen_addr;
+    let state = state(settings, db)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
+    tracing::info!(%addr, "voucherd listening");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving")?,
+        () = deadline => tracing::warn!("drain deadline passed; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

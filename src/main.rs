@@ -1,0 +1,59 @@
+//! The `voucherd` binary: parses the command line and hands over to the library.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "voucherd", version, about = "Flash-sale voucher service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations (unless MIGRATE_ON_START=false) and serve HTTP.
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print a user JWT signed with JWT_SECRET, for trying the API with curl.
+    Token {
+        /// The user id (`sub`), 1 to 128 characters.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime of the token, e.g. 1h or 30m.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token { sub, ttl } => {
+            let secret = voucherd::config::jwt_secret_from_env()?;
+            println!("{}", voucherd::auth::mint(&secret, &sub, ttl.as_secs())?);
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = load_settings();
+            voucherd::telemetry::init(settings.log_json);
+            let db = voucherd::pool(&settings)?;
+            voucherd::migrate(&db).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            let settings = load_settings();
+            voucherd::telemetry::init(settings.log_json);
+            voucherd::serve(settings).await
+        }
+    }
+}
+
+fn load_settings() -> voucherd::config::Settings {
+    voucherd::config::from_env().unwrap_or_else(|e| {
+        eprintln!("voucherd: invalid setting {e}");
+        std::process::exit(2);
+    })
+}

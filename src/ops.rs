@@ -1,0 +1,171 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI
+//! document and its browsable page, plus the HTTP metrics middleware.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::{StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::{
+    Modify, OpenApi, ToSchema,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "voucherd", description = "Flash-sale voucher service. Every POST and PATCH needs an `Idempotency-Key`; errors are `application/problem+json` with a stable `code`."),
+    paths(
+        crate::campaigns::create, crate::campaigns::list, crate::campaigns::admin_get,
+        crate::campaigns::update, crate::campaigns::audit, crate::campaigns::public_get,
+        crate::grab::claim, crate::vouchers::list, crate::vouchers::get_one,
+        healthz, readyz,
+    ),
+    modifiers(&Security),
+    tags((name = "admin"), (name = "public"), (name = "users"), (name = "operations"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "user",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+}
+
+/// Installs the process-wide Prometheus recorder once; later calls (tests build many
+/// apps in one process) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("voucherd_http_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ],
+                )
+                .expect("static bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist only if an embedding program set one first.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Counts every request by route template (never the raw path, which would let
+/// clients create unbounded label values), method and status, with its latency.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("voucherd_http_requests_total", &labels).increment(1);
+    metrics::histogram!("voucherd_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process is alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `degraded` (Redis down: still serving, slower) or `unavailable`.
+    pub status: &'static str,
+    pub postgres: &'static str,
+    /// `ok`, `down` or `disabled` (no `REDIS_URL`).
+    pub redis: &'static str,
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let postgres_ok = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.db),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let redis = match state.cache.redis() {
+        None => "disabled",
+        Some(r) if r.ping().await => "ok",
+        Some(_) => "down",
+    };
+    let (code, status) = match (postgres_ok, redis) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, "down") => (StatusCode::OK, "degraded"),
+        (true, _) => (StatusCode::OK, "ready"),
+    };
+    let body = Readiness {
+        status,
+        postgres: if postgres_ok { "ok" } else { "down" },
+        redis,
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,204 @@
+//! Vouchers: the caller's wallet routes and the voucher rows they read.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction, types::Json as DbJson};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::User,
+    domain::{Discount, UserId, VoucherCode},
+    error::{ApiError, ApiResult},
+    json::Query,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me/vouchers", get(list))
+        .route("/v1/me/vouchers/{code}", get(get_one))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VoucherRow {
+    pub id: Uuid,
+    pub code: String,
+    pub campaign_id: Uuid,
+    pub user_id: String,
+    pub status: String,
+    pub discount: DbJson<Discount>,
+    pub min_order_amount: i64,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub redeemed_at: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoucherStatus {
+    Issued,
+    Redeemed,
+    Expired,
+}
+
+/// A voucher as its owner sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Voucher {
+    pub id: Uuid,
+    pub code: String,
+    pub campaign_id: Uuid,
+    pub status: VoucherStatus,
+    pub discount: Discount,
+    pub min_order_amount: i64,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub redeemed_at: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+}
+
+impl VoucherRow {
+    /// `expired` is computed here, at read time, from `expires_at`.
+    pub fn view(&self, now: DateTime<Utc>) -> Voucher {
+        let status = match self.status.as_str() {
+            "redeemed" => VoucherStatus::Redeemed,
+            _ if self.expires_at <= now => VoucherStatus::Expired,
+            _ => VoucherStatus::Issued,
+        };
+        Voucher {
+            id: self.id,
+            code: self.code.clone(),
+            campaign_id: self.campaign_id,
+            status,
+            discount: self.discount.0.clone(),
+            min_order_amount: self.min_order_amount,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            redeemed_at: self.redeemed_at,
+            order_id: self.order_id.clone(),
+        }
+    }
+}
+
+/// Inserts a freshly issued voucher inside the grab's transaction.
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, v: &VoucherRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO vouchers (id, code, campaign_id, user_id, discount, min_order_amount,
+                               issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(v.id)
+    .bind(&v.code)
+    .bind(v.campaign_id)
+    .bind(&v.user_id)
+    .bind(&v.discount)
+    .bind(v.min_order_amount)
+    .bind(v.issued_at)
+    .bind(v.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoucherList {
+    pub items: Vec<Voucher>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WalletParams {
+    pub status: Option<VoucherStatus>,
+    /// 1 to 100, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/me/vouchers", tag = "users", params(WalletParams),
+    responses((status = 200, body = VoucherList), (status = 401, body = crate::error::Problem)),
+    security(("user" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    User(user): User,
+    Query(params): Query<WalletParams>,
+) -> ApiResult<Json<VoucherList>> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be from 1 to 100"));
+    }
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?;
+    // Expiry is decided by the clock in the query, the same rule as `view`.
+    let mut rows: Vec<VoucherRow> = sqlx::query_as(
+        "SELECT * FROM vouchers
+         WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+           AND CASE $3::text
+                 WHEN 'redeemed' THEN status = 'redeemed'
+                 WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                 WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                 ELSE true END
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(user.as_str())
+    .bind(cursor)
+    .bind(params.status.map(|s| match s {
+        VoucherStatus::Issued => "issued",
+        VoucherStatus::Redeemed => "redeemed",
+        VoucherStatus::Expired => "expired",
+    }))
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    let now = Utc::now();
+    Ok(Json(VoucherList {
+        items: rows.iter().map(|r| r.view(now)).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/me/vouchers/{code}", tag = "users",
+    params(("code" = String, Path)),
+    responses((status = 200, body = Voucher), (status = 404, body = crate::error::Problem)),
+    security(("user" = [])))]
+async fn get_one(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Voucher>> {
+    let code = VoucherCode::parse(&code)?;
+    let row = fetch_owned(&state.db, &code, &user)
+        .await?
+        .ok_or(ApiError::VoucherNotFound)?;
+    Ok(Json(row.view(Utc::now())))
+}
+
+/// A voucher by code, only if `user` owns it: another user's code reads as unknown.
+pub async fn fetch_owned(
+    pool: &sqlx::PgPool,
+    code: &VoucherCode,
+    user: &UserId,
+) -> Result<Option<VoucherRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM vouchers WHERE code = $1 AND user_id = $2")
+        .bind(code.as_str())
+        .bind(user.as_str())
+        .fetch_optional(pool)
+        .await
+}
