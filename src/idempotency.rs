@@ -53,7 +53,11 @@ impl IdempotencyKey {
             }
             out
         } else {
-            if !raw.chars().all(|c| ('!'..='~').contains(&c)) {
+            // A stray quote at either end is a broken quoted form, not a bare key.
+            if raw.starts_with('"')
+                || raw.ends_with('"')
+                || !raw.chars().all(|c| ('!'..='~').contains(&c))
+            {
                 return Err(invalid_key());
             }
             raw.to_string()
@@ -455,6 +459,7 @@ mod tests {
             b"\"unterminated\\q\"",
             "caf\u{e9}-key-1".as_bytes(),
             b"\"\"",
+            b"\"unterminated-key",
         ] {
             assert!(IdempotencyKey::parse(raw).is_err(), "{raw:?}");
         }

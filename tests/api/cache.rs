@@ -1,0 +1,143 @@
+//! Redis is a cache and nothing more: flushed mid-load, unreachable or absent,
+//! every invariant still holds and every request still gets its right answer.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    grab::crowd,
+    helpers::{RedisMode, TestApp, redis_url, tally, token, unique},
+};
+
+async fn crowd_keeps_invariants(app: &TestApp) {
+    let campaign = app.campaign(50, 1).await;
+    let grabs = crowd(app, &campaign, 600).await;
+    let t = tally(&grabs);
+    assert_eq!(t.get(&(201, String::new())), Some(&50), "{t:?}");
+    assert_eq!(t.get(&(409, "sold_out".into())), Some(&550), "{t:?}");
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["remaining"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_flushed_again_and_again_during_a_crowd() {
+    let app = TestApp::spawn().await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let flusher = {
+        let (done, flushes) = (done.clone(), flushes.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+                flushes.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    crowd_keeps_invariants(&app).await;
+    done.store(true, Ordering::Relaxed);
+    flusher.await.unwrap();
+    assert!(flushes.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_on_a_closed_port_only_slows_things_down() {
+    let app = TestApp::spawn_with(RedisMode::Dead, &[]).await;
+    crowd_keeps_invariants(&app).await;
+    let ready: serde_json::Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "degraded", "postgres": "ok", "redis": "down"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_the_in_process_cache_is_enough() {
+    let app = TestApp::spawn_with(RedisMode::None, &[]).await;
+    crowd_keeps_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn admin_changes_reach_the_public_view_at_once() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(3, 1).await;
+    let public = |app: Arc<TestApp>, id: String| async move {
+        let v: serde_json::Value = app
+            .client
+            .get(app.url(&format!("/v1/campaigns/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    assert_eq!(
+        public(app.clone(), campaign.clone()).await["status"],
+        "active"
+    );
+    app.admin_patch(&campaign, json!({"paused": true})).await;
+    assert_eq!(
+        public(app.clone(), campaign.clone()).await["status"],
+        "paused"
+    );
+    app.admin_patch(&campaign, json!({"paused": false, "add_stock": 2}))
+        .await;
+    let v = public(app.clone(), campaign.clone()).await;
+    assert_eq!(
+        (v["status"].as_str(), v["remaining"].as_i64()),
+        (Some("active"), Some(5))
+    );
+    // A stale "active" snapshot never grants beyond stock: Postgres decides.
+    let grabs = crowd(&app, &campaign, 20).await;
+    assert_eq!(
+        grabs
+            .iter()
+            .filter(|g| g.status == StatusCode::CREATED)
+            .count(),
+        5
+    );
+    assert_eq!(
+        public(app.clone(), campaign.clone()).await["status"],
+        "sold_out"
+    );
+}
+
+#[tokio::test]
+async fn a_second_instance_sharing_redis_grants_only_what_postgres_allows() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn().await;
+    let campaign = a.campaign(30, 1).await;
+    let run = unique("two");
+    let grabs = futures::future::join_all((0..200).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let t = token(&format!("{run}-{i}"));
+        let campaign = campaign.clone();
+        async move { app.grab(&t, &campaign, &unique("k")).await }
+    }))
+    .await;
+    assert_eq!(
+        grabs
+            .iter()
+            .filter(|g| g.status == StatusCode::CREATED)
+            .count(),
+        30
+    );
+    a.assert_invariants(&campaign).await;
+}

@@ -1,0 +1,259 @@
+//! Test harness: starts a real voucherd on an ephemeral port against real Postgres
+//! and (optionally) real Redis, and offers typed helpers for the calls tests make.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Where the tests' database lives; the check script exports it, the default
+/// matches the local Postgres the dev script starts.
+pub fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/voucherd_test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/7".into())
+}
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// Creates the test database if missing and migrates it once per test process.
+async fn prepare_database() {
+    MIGRATED
+        .get_or_init(|| async {
+            let url = database_url();
+            let (server, name) = url.rsplit_once('/').expect("database url has a name");
+            let admin = PgPool::connect(&format!("{server}/postgres"))
+                .await
+                .expect("Postgres must be running: run scripts/check, which starts it");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(name)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            if !exists {
+                // Another test binary may win the race; that is fine.
+                let _ = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&admin)
+                    .await;
+            }
+            let pool = PgPool::connect(&url).await.unwrap();
+            voucherd::migrate(&pool).await.unwrap();
+        })
+        .await;
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: PgPool,
+}
+
+pub enum RedisMode {
+    Real,
+    None,
+    /// A port where nothing listens.
+    Dead,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Arc<TestApp> {
+        Self::spawn_with(RedisMode::Real, &[]).await
+    }
+
+    pub async fn spawn_with(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
+        prepare_database().await;
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".into(), database_url()),
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
+            ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("CORS_ALLOWED_ORIGINS".into(), "https://shop.example".into()),
+            ("DATABASE_MAX_CONNECTIONS".into(), "20".into()),
+        ]);
+        match redis {
+            RedisMode::Real => {
+                env.insert("REDIS_URL".into(), redis_url());
+            }
+            RedisMode::Dead => {
+                env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
+            }
+            RedisMode::None => {}
+        }
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        let db = voucherd::pool(&settings).unwrap();
+        let state = voucherd::state(settings, db.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                voucherd::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .build()
+            .unwrap();
+        Arc::new(TestApp { addr, client, db })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn admin_post(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_patch(&self, id: &str, body: Value) -> Value {
+        let resp = self
+            .client
+            .patch(self.url(&format!("/v1/admin/campaigns/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", unique("patch"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
+    /// Creates an open campaign and returns its id.
+    pub async fn campaign(&self, stock: i64, per_user_limit: i64) -> String {
+        let resp = self
+            .admin_post(
+                "/v1/admin/campaigns",
+                &unique("create"),
+                &campaign_body(stock, per_user_limit),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let v: Value = resp.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn grab(&self, token: &str, campaign: &str, key: &str) -> Grab {
+        let resp = self
+            .client
+            .post(self.url(&format!("/v1/campaigns/{campaign}/claims")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .send()
+            .await
+            .unwrap();
+        Grab::read(resp).await
+    }
+
+    /// Checks the campaign's invariants through the audit endpoint and the rows.
+    pub async fn assert_invariants(&self, campaign: &str) -> Value {
+        let audit = self
+            .admin_get(&format!("/v1/admin/campaigns/{campaign}/audit"))
+            .await;
+        assert_eq!(audit["ok"], true, "{audit:#}");
+        let c = self
+            .admin_get(&format!("/v1/admin/campaigns/{campaign}"))
+            .await;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers WHERE campaign_id = $1")
+            .bind(Uuid::parse_str(campaign).unwrap())
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+        assert_eq!(c["issued"].as_i64().unwrap(), rows);
+        assert!(rows <= c["total_stock"].as_i64().unwrap());
+        c
+    }
+}
+
+pub struct Grab {
+    pub status: StatusCode,
+    pub replayed: bool,
+    pub bytes: Vec<u8>,
+    pub body: Value,
+}
+
+impl Grab {
+    pub async fn read(resp: Response) -> Grab {
+        let status = resp.status();
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let bytes = resp.bytes().await.unwrap().to_vec();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Grab {
+            status,
+            replayed,
+            bytes,
+            body,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+pub fn campaign_body(stock: i64, per_user_limit: i64) -> Value {
+    json!({
+        "name": "test campaign",
+        "total_stock": stock,
+        "per_user_limit": per_user_limit,
+        "ends_at": "2099-01-01T00:00:00Z",
+        "voucher": {
+            "discount": {"type": "fixed", "amount": 50000, "currency": "VND"},
+            "min_order_amount": 200000,
+            "valid_for_seconds": 604800
+        }
+    })
+}
+
+pub fn token(sub: &str) -> String {
+    let secret = secrecy::SecretString::from(JWT_SECRET.to_string());
+    voucherd::auth::mint(&secret, sub, 3600).unwrap()
+}
+
+/// A unique name, so tests sharing one database never collide.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4())
+}
+
+/// Counts responses by (status, code).
+pub fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
+    let mut m = HashMap::new();
+    for g in grabs {
+        *m.entry((g.status.as_u16(), g.code().to_string()))
+            .or_insert(0) += 1;
+    }
+    m
+}

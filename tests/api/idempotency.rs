@@ -1,0 +1,139 @@
+//! Idempotency rules from API.md, observed over HTTP.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+
+use crate::helpers::{TestApp, campaign_body, token, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_grabs_with_one_key_issue_one_voucher() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(100, 5).await;
+    let t = token(&unique("retrier"));
+    let key = unique("k");
+    let grabs = join_all((0..50).map(|_| app.grab(&t, &campaign, &key))).await;
+    for g in &grabs {
+        assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+        assert_eq!(g.bytes, grabs[0].bytes, "every answer is the same voucher");
+    }
+    assert_eq!(grabs.iter().filter(|g| !g.replayed).count(), 1);
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_on_another_campaign_is_422_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let a = app.campaign(10, 1).await;
+    let b = app.campaign(10, 1).await;
+    let t = token(&unique("u"));
+    let key = unique("k");
+    assert_eq!(app.grab(&t, &a, &key).await.status, StatusCode::CREATED);
+    let reused = app.grab(&t, &b, &key).await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+    let c = app.assert_invariants(&b).await;
+    assert_eq!(c["issued"], 0);
+}
+
+#[tokio::test]
+async fn the_same_key_from_two_users_is_two_keys() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 1).await;
+    let key = unique("shared");
+    let a = app.grab(&token(&unique("a")), &campaign, &key).await;
+    let b = app.grab(&token(&unique("b")), &campaign, &key).await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert!(!b.replayed);
+    assert_ne!(a.body["voucher"]["code"], b.body["voucher"]["code"]);
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 2);
+}
+
+#[tokio::test]
+async fn quoted_and_bare_keys_are_the_same_key() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 2).await;
+    let t = token(&unique("u"));
+    let key = unique("k");
+    let bare = app.grab(&t, &campaign, &key).await;
+    let quoted = app.grab(&t, &campaign, &format!("\"{key}\"")).await;
+    assert!(quoted.replayed);
+    assert_eq!(bare.bytes, quoted.bytes);
+}
+
+#[tokio::test]
+async fn admin_create_replays_and_detects_a_changed_body() {
+    let app = TestApp::spawn().await;
+    let key = unique("create");
+    let body = campaign_body(7, 1);
+    let first = app.admin_post("/v1/admin/campaigns", &key, &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // Same body with keys in another order and other spacing: a replay.
+    let reordered: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string_pretty(&body).unwrap()).unwrap();
+    let again = app
+        .admin_post("/v1/admin/campaigns", &key, &reordered)
+        .await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let changed = app
+        .admin_post("/v1/admin/campaigns", &key, &campaign_body(8, 1))
+        .await;
+    assert_eq!(changed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: serde_json::Value = changed.json().await.unwrap();
+    assert_eq!(p["code"], "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn a_validation_refusal_is_not_recorded() {
+    let app = TestApp::spawn().await;
+    let key = unique("create");
+    let mut bad = campaign_body(0, 1);
+    let refused = app.admin_post("/v1/admin/campaigns", &key, &bad).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    bad["total_stock"] = json!(5);
+    let ok = app.admin_post("/v1/admin/campaigns", &key, &bad).await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert!(ok.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn expired_keys_are_purged_and_fresh_ones_kept() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 2).await;
+    let sub = unique("u");
+    let t = token(&sub);
+    let (old, fresh) = (unique("old"), unique("fresh"));
+    app.grab(&t, &campaign, &old).await;
+    app.grab(&t, &campaign, &fresh).await;
+    let scope = format!("user:{sub}");
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE scope = $1 AND key = $2")
+        .bind(&scope)
+        .bind(&old)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    voucherd::idempotency::purge_expired(&app.db, std::time::Duration::from_secs(24 * 3600))
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query("SELECT key FROM idempotency_keys WHERE scope = $1")
+        .bind(&scope)
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![fresh]);
+}

@@ -1,0 +1,379 @@
+//! Bad input of every class gets its 4xx and code as problem+json, and changes nothing.
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, JWT_SECRET, TestApp, campaign_body, token, unique};
+
+async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
+    (status, resp.json().await.unwrap())
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn hs256(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_credentials_are_401_with_a_bearer_challenge() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let none_alg = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"sub": "mallory", "exp": exp}))
+    );
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &json!({"sub": "mallory", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let wrong_secret = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "mallory", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-0000"),
+    )
+    .unwrap();
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("not bearer", Some("Basic YWxpY2U6eA==".into())),
+        ("garbage", Some("Bearer not.a.jwt".into())),
+        ("alg none", Some(format!("Bearer {none_alg}"))),
+        ("HS512", Some(format!("Bearer {hs512}"))),
+        ("wrong secret", Some(format!("Bearer {wrong_secret}"))),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                hs256(&json!({"sub": "a", "exp": 1000}))
+            )),
+        ),
+        (
+            "no sub",
+            Some(format!("Bearer {}", hs256(&json!({"exp": exp})))),
+        ),
+        (
+            "no exp",
+            Some(format!("Bearer {}", hs256(&json!({"sub": "a"})))),
+        ),
+        (
+            "empty sub",
+            Some(format!("Bearer {}", hs256(&json!({"sub": "", "exp": exp})))),
+        ),
+        (
+            "long sub",
+            Some(format!(
+                "Bearer {}",
+                hs256(&json!({"sub": "x".repeat(129), "exp": exp}))
+            )),
+        ),
+        ("admin token as user", Some(format!("Bearer {ADMIN_TOKEN}"))),
+    ];
+    for (name, auth) in cases {
+        let mut req = app
+            .client
+            .post(app.url(&format!("/v1/campaigns/{campaign}/claims")))
+            .header("Idempotency-Key", unique("k"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer", "{name}");
+        let (status, body) = problem(resp).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{name}"
+        );
+    }
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 0);
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_users_and_strangers() {
+    let app = TestApp::spawn().await;
+    let as_user = app
+        .client
+        .get(app.url("/v1/admin/campaigns"))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(as_user).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let stranger = app
+        .client
+        .post(app.url("/v1/admin/campaigns"))
+        .bearer_auth("not-the-admin-token-at-all")
+        .header("Idempotency-Key", unique("k"))
+        .json(&campaign_body(5, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(stranger).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_required_and_checked() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    let t = token(&unique("u"));
+    let missing = app
+        .client
+        .post(app.url(&format!("/v1/campaigns/{campaign}/claims")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(missing).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("idempotency_key_missing"))
+    );
+    for bad in [
+        "short",
+        "has spaces in it",
+        &"x".repeat(256),
+        "\"unterminated",
+    ] {
+        let g = app.grab(&t, &campaign, bad).await;
+        assert_eq!(
+            (g.status, g.code()),
+            (StatusCode::BAD_REQUEST, "idempotency_key_invalid"),
+            "{bad}"
+        );
+    }
+    let patch_without_key = app
+        .client
+        .patch(app.url(&format!("/v1/admin/campaigns/{campaign}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"paused": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(patch_without_key).await.1["code"],
+        "idempotency_key_missing"
+    );
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(
+        (c["issued"].as_i64(), c["paused"].as_bool()),
+        (Some(0), Some(false))
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_400_and_413() {
+    let app = TestApp::spawn().await;
+    let post = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/admin/campaigns"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", unique("k"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for body in [&b"{"[..], b"not json", b"{\"name\": }", b"\xff\xfe"] {
+        let (status, p) = problem(post(body.to_vec()).await.unwrap()).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed_request"))
+        );
+    }
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(70 * 1024));
+    let (status, p) = problem(post(big.into_bytes()).await.unwrap()).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_values_are_422_with_each_field_named() {
+    let app = TestApp::spawn().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"name": ""}), "name"),
+        (json!({"name": "x".repeat(201)}), "name"),
+        (json!({"total_stock": 0}), "total_stock"),
+        (json!({"total_stock": 1_000_000_001i64}), "total_stock"),
+        (json!({"total_stock": 1.5}), "total_stock"),
+        (json!({"total_stock": "10"}), "total_stock"),
+        (json!({"per_user_limit": 101}), "per_user_limit"),
+        (json!({"ends_at": "2001-01-01T00:00:00Z"}), "ends_at"),
+        (json!({"ends_at": "tomorrow"}), "ends_at"),
+        (
+            json!({"starts_at": "2099-06-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+            "ends_at",
+        ),
+        (
+            json!({"voucher": {"discount": {"type": "fixed", "amount": 0, "currency": "VND"}, "valid_for_seconds": 600}}),
+            "voucher.discount.amount",
+        ),
+        (
+            json!({"voucher": {"discount": {"type": "fixed", "amount": 5, "currency": "vnd"}, "valid_for_seconds": 600}}),
+            "voucher.discount",
+        ),
+        (
+            json!({"voucher": {"discount": {"type": "percent", "basis_points": 10001, "max_amount": 5, "currency": "VND"}, "valid_for_seconds": 600}}),
+            "voucher.discount.basis_points",
+        ),
+        (
+            json!({"voucher": {"discount": {"type": "bogus"}, "valid_for_seconds": 600}}),
+            "voucher.discount",
+        ),
+        (
+            json!({"voucher": {"discount": {"type": "fixed", "amount": 5, "currency": "VND"}, "valid_for_seconds": 59}}),
+            "voucher.valid_for_seconds",
+        ),
+        (json!({"surprise": true}), ""),
+    ];
+    for (patch, field) in cases {
+        let mut body = campaign_body(10, 1);
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let resp = app
+            .admin_post("/v1/admin/campaigns", &unique("k"), &body)
+            .await;
+        let (status, p) = problem(resp).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+            "{patch}"
+        );
+        let fields: Vec<&str> = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.starts_with(field)),
+            "{patch}: {fields:?}"
+        );
+    }
+    let listed = app.admin_get("/v1/admin/campaigns?limit=100").await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "x".repeat(201))
+    );
+}
+
+#[tokio::test]
+async fn bad_patches_and_paths_are_refused() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    let patch = |id: String, body: Value| {
+        app.client
+            .patch(app.url(&format!("/v1/admin/campaigns/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", unique("k"))
+            .json(&body)
+            .send()
+    };
+    for body in [
+        json!({}),
+        json!({"add_stock": 0}),
+        json!({"add_stock": -5}),
+        json!({"add_stock": 1_000_000_000}),
+        json!({"ends_at": "2000-01-01T00:00:00Z"}),
+        json!({"remaining": 100}),
+    ] {
+        let (status, p) = problem(patch(campaign.clone(), body.clone()).await.unwrap()).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+            "{body}"
+        );
+    }
+    let (status, p) = problem(patch("nope".into(), json!({"paused": true})).await.unwrap()).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("campaign_not_found"))
+    );
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(
+        (c["total_stock"].as_i64(), c["paused"].as_bool()),
+        (Some(5), Some(false))
+    );
+
+    for (method, path) in [
+        (Method::GET, "/v1/nowhere".to_string()),
+        (Method::DELETE, format!("/v1/campaigns/{campaign}")),
+        (Method::GET, "/v1/admin/campaigns?limit=0".to_string()),
+        (Method::GET, "/v1/admin/campaigns?cursor=zzz".to_string()),
+        (Method::GET, "/v1/me/vouchers/NOT-A-CODE".to_string()),
+        (Method::GET, "/v1/me/vouchers?status=lost".to_string()),
+    ] {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(&path))
+            .bearer_auth(if path.contains("admin") {
+                ADMIN_TOKEN.to_string()
+            } else {
+                token("alice")
+            })
+            .send()
+            .await
+            .unwrap();
+        let (status, p) = problem(resp).await;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        assert!(p["code"].is_string(), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn another_users_voucher_is_not_found() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    let owner = token(&unique("owner"));
+    let g = app.grab(&owner, &campaign, &unique("k")).await;
+    let code = g.body["voucher"]["code"].as_str().unwrap();
+    let mine = app
+        .client
+        .get(app.url(&format!("/v1/me/vouchers/{code}")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), StatusCode::OK);
+    let v: Value = mine.json().await.unwrap();
+    assert_eq!(v, g.body["voucher"]);
+    let theirs = app
+        .client
+        .get(app.url(&format!("/v1/me/vouchers/{code}")))
+        .bearer_auth(token(&unique("thief")))
+        .send()
+        .await
+        .unwrap();
+    let (status, p) = problem(theirs).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("voucher_not_found"))
+    );
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary (linked once) driving a real voucherd over HTTP
+//! against real Postgres and Redis.
+
+mod cache;
+mod grab;
+mod helpers;
+mod idempotency;
+mod input;
+mod ops;

@@ -1,0 +1,188 @@
+//! Operations endpoints and cross-cutting HTTP behaviour.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, token, unique};
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    let campaign = app.campaign(1, 1).await;
+    app.grab(&token(&unique("u")), &campaign, &unique("k"))
+        .await;
+    app.grab(&token(&unique("u")), &campaign, &unique("k"))
+        .await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"voucherd_grabs_total{outcome="granted"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"voucherd_grabs_total{outcome="sold_out"}"#));
+    assert!(metrics.contains(r#"route="/v1/campaigns/{id}/claims""#));
+    assert!(metrics.contains("voucherd_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_and_docs_render() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/admin/campaigns",
+        "/v1/admin/campaigns/{id}",
+        "/v1/admin/campaigns/{id}/audit",
+        "/v1/campaigns/{id}",
+        "/v1/campaigns/{id}/claims",
+        "/v1/me/vouchers",
+        "/v1/me/vouchers/{code}",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the spec"
+        );
+    }
+    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("openapi"));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_cors_allows_the_frontend() {
+    let app = TestApp::spawn().await;
+    let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let given = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-123");
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/campaigns/x/claims"))
+        .header("Origin", "https://shop.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let foreign = app
+        .client
+        .get(app.url("/healthz"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn wallet_lists_pages_and_filters() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 5).await;
+    let t = token(&unique("collector"));
+    for _ in 0..5 {
+        assert_eq!(
+            app.grab(&t, &campaign, &unique("k")).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/me/vouchers?limit=2&cursor={c}"),
+            None => "/v1/me/vouchers?limit=2".to_string(),
+        };
+        let page: Value = app
+            .client
+            .get(app.url(&q))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["code"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+    let redeemed: Value = app
+        .client
+        .get(app.url("/v1/me/vouchers?status=redeemed"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(redeemed["items"].as_array().unwrap().len(), 0);
+    let issued: Value = app
+        .client
+        .get(app.url("/v1/me/vouchers?status=issued"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["items"].as_array().unwrap().len(), 5);
+}
