@@ -80,20 +80,34 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
-/// Applies pending migrations, waiting up to 30 s for Postgres to accept connections.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+/// Creates the database if it does not exist yet and applies pending migrations,
+/// waiting up to 30 s for Postgres to accept connections.
+pub async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    use sqlx::migrate::MigrateDatabase;
+    let url = settings.database_url();
     let mut attempt = 0;
     loop {
-        match sqlx::migrate!().run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(e)) if attempt < 30 && is_connect(&e) => {
+        match sqlx::Postgres::database_exists(url).await {
+            Ok(true) => break,
+            Ok(false) => {
+                tracing::info!("creating the database named in DATABASE_URL");
+                sqlx::Postgres::create_database(url)
+                    .await
+                    .context("DATABASE_URL: creating the database")?;
+                break;
+            }
+            Err(e) if attempt < 30 && is_connect(&e) => {
                 attempt += 1;
                 tracing::info!(attempt, "waiting for Postgres");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e).context("applying migrations"),
+            Err(e) => return Err(e).context("DATABASE_URL: cannot reach Postgres"),
         }
     }
+    sqlx::migrate!()
+        .run(pool)
+        .await
+        .context("applying migrations")
 }
 
 fn is_connect(e: &sqlx::Error) -> bool {
@@ -233,7 +247,7 @@ async fn dress_errors(response: Response) -> Response {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let db = pool(&settings)?;
     if settings.migrate_on_start {
-        migrate(&db).await?;
+        migrate(&settings, &db).await?;
     }
     idempotency::spawn_purger(db.clone(), settings.idempotency_ttl);
     let addr = settings.listen_addr;

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = load_settings();
             voucherd::telemetry::init(settings.log_json);
             let db = voucherd::pool(&settings)?;
-            voucherd::migrate(&db).await?;
+            voucherd::migrate(&settings, &db).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -25,29 +25,14 @@ pub fn redis_url() -> String {
 
 static MIGRATED: OnceCell<()> = OnceCell::const_new();
 
-/// Creates the test database if missing and migrates it once per test process.
-async fn prepare_database() {
+/// Creates and migrates the test database once per test process.
+async fn prepare_database(settings: &voucherd::config::Settings) {
     MIGRATED
         .get_or_init(|| async {
-            let url = database_url();
-            let (server, name) = url.rsplit_once('/').expect("database url has a name");
-            let admin = PgPool::connect(&format!("{server}/postgres"))
+            let pool = voucherd::pool(settings).unwrap();
+            voucherd::migrate(settings, &pool)
                 .await
-                .expect("Postgres must be running: run scripts/check, which starts it");
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(name)
-                    .fetch_one(&admin)
-                    .await
-                    .unwrap();
-            if !exists {
-                // Another test binary may win the race; that is fine.
-                let _ = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(&admin)
-                    .await;
-            }
-            let pool = PgPool::connect(&url).await.unwrap();
-            voucherd::migrate(&pool).await.unwrap();
+                .expect("Postgres must be running: scripts/check starts it");
         })
         .await;
 }
@@ -71,7 +56,6 @@ impl TestApp {
     }
 
     pub async fn spawn_with(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
-        prepare_database().await;
         let mut env: HashMap<String, String> = HashMap::from([
             ("DATABASE_URL".into(), database_url()),
             ("JWT_SECRET".into(), JWT_SECRET.into()),
@@ -92,6 +76,7 @@ impl TestApp {
             env.insert(k.to_string(), v.to_string());
         }
         let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        prepare_database(&settings).await;
         let db = voucherd::pool(&settings).unwrap();
         let state = voucherd::state(settings, db.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,17 @@
+# Builds voucherd in a Rust image and ships it in a slim Debian runtime.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY migrations migrations
+RUN cargo build --release --locked --bin voucherd
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* && useradd --system voucherd
+COPY --from=build /src/target/release/voucherd /usr/local/bin/voucherd
+USER voucherd
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=2s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["voucherd"]
+CMD ["serve"]
