@@ -23,6 +23,10 @@ enum Command {
         /// Lifetime of the token, e.g. 1h or 30m.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+        /// Print this many tokens, one per line, for users `<sub>-0` … `<sub>-<count-1>`
+        /// (load tests need many distinct users).
+        #[arg(long)]
+        count: Option<u32>,
     },
 }
 
@@ -30,9 +34,20 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token { sub, ttl } => {
+        Command::Token { sub, ttl, count } => {
             let secret = voucherd::config::jwt_secret_from_env()?;
-            println!("{}", voucherd::auth::mint(&secret, &sub, ttl.as_secs())?);
+            match count {
+                None => println!("{}", voucherd::auth::mint(&secret, &sub, ttl.as_secs())?),
+                Some(n) => {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for i in 0..n {
+                        let token =
+                            voucherd::auth::mint(&secret, &format!("{sub}-{i}"), ttl.as_secs())?;
+                        writeln!(out, "{token}")?;
+                    }
+                }
+            }
             Ok(())
         }
         Command::Migrate => {

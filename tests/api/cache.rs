@@ -11,16 +11,25 @@ use serde_json::json;
 
 use crate::{
     grab::crowd,
-    helpers::{RedisMode, TestApp, redis_url, tally, token, unique},
+    helpers::{ProxyMode, RedisMode, RedisProxy, TestApp, redis_url, tally, token, unique},
 };
 
 async fn crowd_keeps_invariants(app: &TestApp) {
     let campaign = app.campaign(50, 1).await;
     let grabs = crowd(app, &campaign, 600).await;
-    let t = tally(&grabs);
+    assert_fifty_of_six_hundred(app, &campaign, &grabs).await;
+}
+
+/// A stock of 50 met by 600 users: exactly 50 grants, the rest sold out, audit ok.
+async fn assert_fifty_of_six_hundred(
+    app: &TestApp,
+    campaign: &str,
+    grabs: &[crate::helpers::Grab],
+) {
+    let t = tally(grabs);
     assert_eq!(t.get(&(201, String::new())), Some(&50), "{t:?}");
     assert_eq!(t.get(&(409, "sold_out".into())), Some(&550), "{t:?}");
-    let c = app.assert_invariants(&campaign).await;
+    let c = app.assert_invariants(campaign).await;
     assert_eq!(c["remaining"], 0);
 }
 
@@ -51,15 +60,7 @@ async fn redis_flushed_again_and_again_during_a_crowd() {
 async fn redis_on_a_closed_port_only_slows_things_down() {
     let app = TestApp::spawn_with(RedisMode::Dead, &[]).await;
     crowd_keeps_invariants(&app).await;
-    let ready: serde_json::Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = app.get_json("/readyz", None).await.1;
     assert_eq!(
         ready,
         json!({"status": "degraded", "postgres": "ok", "redis": "down"})
@@ -77,15 +78,7 @@ async fn admin_changes_reach_the_public_view_at_once() {
     let app = TestApp::spawn().await;
     let campaign = app.campaign(3, 1).await;
     let public = |app: Arc<TestApp>, id: String| async move {
-        let v: serde_json::Value = app
-            .client
-            .get(app.url(&format!("/v1/campaigns/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: serde_json::Value = app.get_json(&format!("/v1/campaigns/{id}"), None).await.1;
         v
     };
     assert_eq!(
@@ -140,4 +133,43 @@ async fn a_second_instance_sharing_redis_grants_only_what_postgres_allows() {
         30
     );
     a.assert_invariants(&campaign).await;
+}
+
+/// Runs a crowd through a Redis proxy that switches to `fault` once a third of the
+/// answers are in, and checks every answer and invariant.
+async fn fault_mid_crowd(fault: ProxyMode) {
+    let proxy = RedisProxy::start().await;
+    let app = TestApp::spawn_with(RedisMode::Url(proxy.url.clone()), &[]).await;
+    let campaign = app.campaign(50, 1).await;
+    let users = 600;
+    let answered = AtomicUsize::new(0);
+    let third = tokio::sync::Notify::new();
+    let run = unique("fault");
+    let crowd = futures::future::join_all((0..users).map(|i| {
+        let (app, campaign, answered, third) = (&app, &campaign, &answered, &third);
+        let t = token(&format!("{run}-{i}"));
+        async move {
+            let g = app.grab(&t, campaign, &unique("k")).await;
+            if answered.fetch_add(1, Ordering::SeqCst) + 1 == users / 3 {
+                third.notify_one();
+            }
+            g
+        }
+    }));
+    let injector = async {
+        third.notified().await;
+        proxy.set(fault);
+    };
+    let (grabs, ()) = tokio::join!(crowd, injector);
+    assert_fifty_of_six_hundred(&app, &campaign, &grabs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_crowd() {
+    fault_mid_crowd(ProxyMode::Dead).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_frozen_mid_crowd() {
+    fault_mid_crowd(ProxyMode::Frozen).await;
 }

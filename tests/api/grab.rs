@@ -55,16 +55,7 @@ async fn one_user_with_limit_three_gets_exactly_three_of_two_hundred_grabs() {
         Some(&197),
         "{counts:?}"
     );
-    let wallet: serde_json::Value = app
-        .client
-        .get(app.url("/v1/me/vouchers"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wallet: serde_json::Value = app.get_json("/v1/me/vouchers", Some(&t)).await.1;
     assert_eq!(wallet["items"].as_array().unwrap().len(), 3);
     let c = app.assert_invariants(&campaign).await;
     assert_eq!(c["remaining"], 997);

@@ -48,6 +48,8 @@ pub enum RedisMode {
     None,
     /// A port where nothing listens.
     Dead,
+    /// This URL (a `RedisProxy`).
+    Url(String),
 }
 
 impl TestApp {
@@ -69,6 +71,9 @@ impl TestApp {
             }
             RedisMode::Dead => {
                 env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
+            }
+            RedisMode::Url(url) => {
+                env.insert("REDIS_URL".into(), url);
             }
             RedisMode::None => {}
         }
@@ -123,6 +128,17 @@ impl TestApp {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         resp.json().await.unwrap()
+    }
+
+    /// GETs `path` with an optional bearer token; returns the status and JSON body.
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {
@@ -241,4 +257,72 @@ pub fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
             .or_insert(0) += 1;
     }
     m
+}
+
+/// A TCP proxy in front of the real Redis that a test can cut ("killed": open
+/// connections dropped, new ones refused) or freeze (connections stay open, nothing
+/// is forwarded), to stage Redis faults mid-load without touching the shared server.
+pub struct RedisProxy {
+    pub url: String,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProxyMode {
+    Pass,
+    Dead,
+    Frozen,
+}
+
+impl RedisProxy {
+    pub async fn start() -> RedisProxy {
+        let upstream = redis_url();
+        let rest = upstream.trim_start_matches("redis://");
+        let (target, db) = rest.split_once('/').unwrap_or((rest, "0"));
+        let target = target.to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/{db}", listener.local_addr().unwrap());
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Pass);
+        let modes = mode.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = modes.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let mode = *watch.borrow_and_update();
+                    match mode {
+                        ProxyMode::Dead => return,
+                        ProxyMode::Frozen => {
+                            let _ = watch.changed().await;
+                            return;
+                        }
+                        ProxyMode::Pass => {}
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let stopped = async {
+                        watch
+                            .wait_for(|m| *m != ProxyMode::Pass)
+                            .await
+                            .map(|m| *m)
+                            .ok()
+                    };
+                    let stopped_as = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => None,
+                        mode = stopped => mode,
+                    };
+                    if stopped_as == Some(ProxyMode::Frozen) {
+                        // Hold both sockets open and silent until the next change.
+                        let _ = watch.changed().await;
+                    }
+                });
+            }
+        });
+        RedisProxy { url, mode }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
 }

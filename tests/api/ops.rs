@@ -10,15 +10,7 @@ async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get_json("/readyz", None).await.1;
     assert_eq!(ready["status"], "ready");
     let campaign = app.campaign(1, 1).await;
     app.grab(&token(&unique("u")), &campaign, &unique("k"))
@@ -46,15 +38,7 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn openapi_describes_every_route_and_docs_render() {
     let app = TestApp::spawn().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json", None).await.1;
     for path in [
         "/v1/admin/campaigns",
         "/v1/admin/campaigns/{id}",
@@ -138,16 +122,7 @@ async fn wallet_lists_pages_and_filters() {
             Some(c) => format!("/v1/me/vouchers?limit=2&cursor={c}"),
             None => "/v1/me/vouchers?limit=2".to_string(),
         };
-        let page: Value = app
-            .client
-            .get(app.url(&q))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&q, Some(&t)).await.1;
         seen.extend(
             page["items"]
                 .as_array()
@@ -164,25 +139,13 @@ async fn wallet_lists_pages_and_filters() {
     seen.dedup();
     assert_eq!(seen.len(), 5);
     let redeemed: Value = app
-        .client
-        .get(app.url("/v1/me/vouchers?status=redeemed"))
-        .bearer_auth(&t)
-        .send()
+        .get_json("/v1/me/vouchers?status=redeemed", Some(&t))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(redeemed["items"].as_array().unwrap().len(), 0);
     let issued: Value = app
-        .client
-        .get(app.url("/v1/me/vouchers?status=issued"))
-        .bearer_auth(&t)
-        .send()
+        .get_json("/v1/me/vouchers?status=issued", Some(&t))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(issued["items"].as_array().unwrap().len(), 5);
 }
