@@ -176,7 +176,7 @@ where
             .map_err(json::body_rejection)?;
         let value = json::parse_value(&bytes)?;
         let fingerprint = fingerprint(&method, &path, &value);
-        let body = json::from_value(value)?;
+        let body = json::from_body(&bytes, &value)?;
         Ok(Idempotent {
             key,
             fingerprint,

@@ -34,9 +34,19 @@ pub fn parse_value(bytes: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
-/// Deserialises a value into the route's type, naming the offending field.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Deserialises a body into the route's type, naming the offending field. Reads the
+/// bytes themselves (not a parsed `Value`) so a repeated field is refused rather than
+/// silently resolved, and accepts only a JSON object, as every body here is one.
+pub fn from_body<T: DeserializeOwned>(bytes: &Bytes, value: &Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::validation("", "the body must be a JSON object"));
+    }
+    let result = if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_path_to_error::deserialize(value.clone())
+    } else {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+    };
+    result.map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
         ApiError::Validation(vec![FieldError::new(field, e.inner().to_string())])

@@ -214,6 +214,8 @@ async fn dress_errors(response: Response) -> Response {
         return response;
     }
     let (code, detail) = match status {
+        StatusCode::BAD_REQUEST => ("malformed_request", "the request could not be parsed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => (
             "method_not_allowed",
             "this route does not accept this method",

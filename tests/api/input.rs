@@ -377,3 +377,89 @@ async fn another_users_voucher_is_not_found() {
         (StatusCode::NOT_FOUND, Some("voucher_not_found"))
     );
 }
+
+/// Requests no client should send: each gets a 4xx problem+json, never a 5xx.
+#[tokio::test]
+async fn hostile_requests_get_a_4xx_problem_never_a_500() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    let t = token(&unique("mallory"));
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<(String, Vec<u8>)> = vec![
+        ("/v1/admin/campaigns".into(), b"[1,2,3]".to_vec()),
+        ("/v1/admin/campaigns".into(), b"null".to_vec()),
+        ("/v1/admin/campaigns".into(), b"\"campaign\"".to_vec()),
+        ("/v1/admin/campaigns".into(), deep.clone().into_bytes()),
+        (
+            "/v1/admin/campaigns".into(),
+            br#"{"name":"a","name":"b"}"#.to_vec(),
+        ),
+        (
+            format!("/v1/campaigns/{campaign}/claims"),
+            deep.into_bytes(),
+        ),
+        (
+            format!("/v1/campaigns/{campaign}/claims"),
+            b"{\"x\":1}".to_vec(),
+        ),
+        (format!("/v1/campaigns/{campaign}/claims"), b"[]".to_vec()),
+        ("/v1/campaigns/%FF%FE/claims".into(), vec![]),
+        ("/v1/campaigns/..%2F..%2Fetc/claims".into(), vec![]),
+    ];
+    for (path, body) in bodies {
+        let bearer = if path.contains("admin") {
+            ADMIN_TOKEN.to_string()
+        } else {
+            t.clone()
+        };
+        let resp = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(bearer)
+            .header("Idempotency-Key", unique("k"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, p) = problem(resp).await;
+        assert!(status.is_client_error(), "{path}: {status} {p}");
+    }
+    for path in [
+        "/v1/admin/campaigns?limit=99999999999999999999999",
+        "/v1/admin/campaigns?limit=5&limit=6",
+        "/v1/admin/campaigns?cursor=%FF",
+        "/v1/campaigns/%00",
+    ] {
+        let resp = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let (status, _) = problem(resp).await;
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    // Header bytes reqwest would refuse to send: write them by hand.
+    for header in [
+        &b"Authorization: Bearer \xff\xfe"[..],
+        b"Idempotency-Key: \x80\x81\x82\x83\x84\x85\x86\x87\x88",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let mut req = format!("POST /v1/campaigns/{campaign}/claims HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n").into_bytes();
+        if !header.starts_with(b"Authorization") {
+            req.extend_from_slice(format!("Authorization: Bearer {t}\r\n").as_bytes());
+        }
+        req.extend_from_slice(header);
+        req.extend_from_slice(b"\r\n\r\n");
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let head = String::from_utf8_lossy(&out);
+        assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+        assert!(head.contains("application/problem+json"), "{head}");
+    }
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 0);
+}
