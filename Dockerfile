@@ -1,7 +1,7 @@
 # Builds voucherd in a Rust image and ships it in a slim Debian runtime.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
 RUN cargo build --release --locked --bin voucherd

@@ -4,8 +4,8 @@ local tokens = {}
 for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
 local path = "/v1/campaigns/" .. os.getenv("CAMPAIGN") .. "/claims"
 local threads = {}
-local n, granted, refused = 0, 0, 0
-local tid = "t"
+n, granted, refused = 0, 0, 0
+tid = "t"
 
 function setup(thread)
   thread:set("tid", "t" .. #threads .. "-" .. math.random(1, 1000000000))

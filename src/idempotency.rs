@@ -256,7 +256,13 @@ impl Store {
         fingerprint: &[u8],
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
+        // Retries of a finished request are the common case in a retry storm: answer
+        // them without queueing behind the per-key lock.
+        if let Some(resp) = replay(pool, scope, key, fingerprint).await? {
+            return Ok(Begun::Replay(resp));
+        }
         let guard = self.in_flight.acquire(scope, key).await?;
+        // Look again: the request we waited for may have just committed.
         if let Some(resp) = replay(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod grab;
 pub mod idempotency;
 pub mod json;
+pub mod maintenance;
 pub mod ops;
 pub mod telemetry;
 pub mod vouchers;
@@ -252,6 +253,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         migrate(&settings, &db).await?;
     }
     idempotency::spawn_purger(db.clone(), settings.idempotency_ttl);
+    maintenance::spawn_hot_vacuum(db.clone());
     let addr = settings.listen_addr;
     let state = state(settings, db)?;
     let listener = tokio::net::TcpListener::bind(addr)
