@@ -36,7 +36,16 @@ redis_answers() {
   fi
 }
 
-docker_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+# compose: Docker Compose v2 (`docker compose`) or the standalone v1 binary.
+compose() {
+  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+
+# A Docker engine answers and some Compose is installed to drive it.
+docker_answers() {
+  command -v docker >/dev/null && docker info >/dev/null 2>&1 \
+    && { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; }
+}
 
 apt_install() {
   command -v apt-get >/dev/null || { log "apt-get not found: install $* yourself"; return 1; }
@@ -85,7 +94,7 @@ ensure_services() {
   if pg_answers && redis_answers; then return 0; fi
   if ! pg_answers && ! redis_answers && docker_answers && [ "${VOUCHERD_NO_DOCKER:-}" != 1 ]; then
     log "starting Postgres and Redis with Docker Compose"
-    docker compose up -d --wait postgres redis
+    compose up -d --wait postgres redis
   fi
   if ! pg_answers; then
     start_local_postgres || true

@@ -21,6 +21,7 @@ use crate::{
     auth::Admin,
     domain::{CampaignId, Discount},
     error::{ApiError, ApiResult, FieldError},
+    events::{self, EventType},
     idempotency::{Begun, Idempotent, Scope, json_bytes_response},
     json::Query,
 };
@@ -41,7 +42,6 @@ pub struct CampaignRow {
     pub total_stock: i64,
     pub remaining: i64,
     pub issued: i64,
-    pub redeemed: i64,
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
@@ -51,6 +51,13 @@ pub struct CampaignRow {
     pub valid_for_seconds: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ListedRow {
+    #[sqlx(flatten)]
+    row: CampaignRow,
+    redeemed: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -131,8 +138,9 @@ pub struct Campaign {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&CampaignRow> for Campaign {
-    fn from(r: &CampaignRow) -> Self {
+impl Campaign {
+    /// The admin view; `redeemed` is counted from the rows by `count_redeemed`.
+    pub fn new(r: &CampaignRow, redeemed: i64) -> Self {
         Campaign {
             id: r.id,
             name: r.name.clone(),
@@ -140,7 +148,7 @@ impl From<&CampaignRow> for Campaign {
             total_stock: r.total_stock,
             remaining: r.remaining,
             issued: r.issued,
-            redeemed: r.redeemed,
+            redeemed,
             per_user_limit: r.per_user_limit,
             starts_at: r.starts_at,
             ends_at: r.ends_at,
@@ -150,6 +158,16 @@ impl From<&CampaignRow> for Campaign {
             updated_at: r.updated_at,
         }
     }
+}
+
+/// Vouchers of a campaign currently redeemed (a partial index keeps this cheap).
+async fn count_redeemed<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM vouchers WHERE campaign_id = $1 AND status = 'redeemed'",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
 }
 
 /// The public view of a campaign; `remaining` may lag by about a second.
@@ -181,7 +199,7 @@ pub struct CreateCampaign {
     pub voucher: VoucherTerms,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCampaign {
     pub paused: Option<bool>,
@@ -384,8 +402,15 @@ async fn create(
     let id = CampaignId::new();
     let starts_at = req.body.starts_at.unwrap_or_else(Utc::now);
     let row = insert(&mut claim.tx, id, &req.body, starts_at).await?;
-    let body = json_bytes(&Campaign::from(&row))?;
+    let campaign = Campaign::new(&row, 0);
+    let body = json_bytes(&campaign)?;
     claim.complete(StatusCode::CREATED, &body).await?;
+    events::record(
+        &mut claim.tx,
+        EventType::CampaignCreated,
+        &serde_json::json!({ "campaign": campaign }),
+    )
+    .await?;
     claim.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::CREATED, body))
@@ -421,8 +446,16 @@ async fn update(
     let row = apply_update(&mut claim.tx, id, &req.body)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let body = json_bytes(&Campaign::from(&row))?;
+    let redeemed = count_redeemed(&mut *claim.tx, row.id).await?;
+    let campaign = Campaign::new(&row, redeemed);
+    let body = json_bytes(&campaign)?;
     claim.complete(StatusCode::OK, &body).await?;
+    events::record(
+        &mut claim.tx,
+        EventType::CampaignUpdated,
+        &serde_json::json!({ "campaign": campaign, "change": req.body }),
+    )
+    .await?;
     claim.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::OK, body))
@@ -441,7 +474,8 @@ async fn admin_get(
     let row = fetch(&state.db, id)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    Ok(Json(Campaign::from(&row)))
+    let redeemed = count_redeemed(&state.db, row.id).await?;
+    Ok(Json(Campaign::new(&row, redeemed)))
 }
 
 #[utoipa::path(get, path = "/v1/admin/campaigns", tag = "admin", params(ListParams),
@@ -462,9 +496,11 @@ async fn list(
         .transpose()
         .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?;
     // Ids are v7 UUIDs, so id order is creation order: newest first.
-    let mut rows: Vec<CampaignRow> = sqlx::query_as(
-        "SELECT * FROM campaigns WHERE ($1::uuid IS NULL OR id < $1)
-         ORDER BY id DESC LIMIT $2",
+    let mut rows: Vec<ListedRow> = sqlx::query_as(
+        "SELECT c.*, (SELECT count(*) FROM vouchers v
+                      WHERE v.campaign_id = c.id AND v.status = 'redeemed') AS redeemed
+         FROM campaigns c WHERE ($1::uuid IS NULL OR c.id < $1)
+         ORDER BY c.id DESC LIMIT $2",
     )
     .bind(cursor)
     .bind(limit + 1)
@@ -472,12 +508,15 @@ async fn list(
     .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
+        rows.last().map(|r| r.row.id.to_string())
     } else {
         None
     };
     Ok(Json(CampaignList {
-        items: rows.iter().map(Campaign::from).collect(),
+        items: rows
+            .iter()
+            .map(|r| Campaign::new(&r.row, r.redeemed))
+            .collect(),
         next_cursor,
     }))
 }
@@ -502,9 +541,28 @@ async fn audit(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let (vouchers, redeemed_rows): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'redeemed')
-         FROM vouchers WHERE campaign_id = $1",
+    let vouchers: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers WHERE campaign_id = $1")
+        .bind(id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    let doubly_redeemed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT r.voucher_id FROM redemptions r
+             JOIN vouchers v ON v.id = r.voucher_id
+             WHERE v.campaign_id = $1 AND r.status = 'active'
+             GROUP BY r.voucher_id HAVING count(*) > 1) twice",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    // A voucher is `redeemed` exactly when it has a live redemption, and both name
+    // the same redemption and order.
+    let redemption_mismatch: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM vouchers v
+         LEFT JOIN redemptions r ON r.voucher_id = v.id AND r.status = 'active'
+         WHERE v.campaign_id = $1
+           AND ((v.status = 'redeemed') IS DISTINCT FROM (r.id IS NOT NULL)
+                OR (r.id IS NOT NULL AND (r.id IS DISTINCT FROM v.redemption_id
+                                          OR r.order_id IS DISTINCT FROM v.order_id)))",
     )
     .bind(id.0)
     .fetch_one(&mut *tx)
@@ -563,12 +621,14 @@ async fn audit(
             format!("{claim_mismatch} users whose claim counter differs from their vouchers"),
         ),
         check(
-            "redeemed_matches_vouchers",
-            row.redeemed == redeemed_rows,
-            format!(
-                "redeemed counter {} vs {} redeemed vouchers",
-                row.redeemed, redeemed_rows
-            ),
+            "one_live_redemption_per_voucher",
+            doubly_redeemed == 0,
+            format!("{doubly_redeemed} vouchers with more than one live redemption"),
+        ),
+        check(
+            "redeemed_vouchers_match_redemptions",
+            redemption_mismatch == 0,
+            format!("{redemption_mismatch} vouchers whose state disagrees with their redemptions"),
         ),
     ];
     Ok(Json(Audit {

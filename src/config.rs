@@ -18,6 +18,11 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<SecretString>,
+    /// Deliveries of one event before it is dead-lettered.
+    pub webhook_max_attempts: i32,
+    /// First retry delay; doubles per attempt (with jitter), capped at an hour.
+    pub webhook_backoff_base: Duration,
+    pub webhook_timeout: Duration,
     /// Browser origins allowed by CORS; empty disables cross-origin access.
     pub cors_allowed_origins: Vec<String>,
     pub log_json: bool,
@@ -99,6 +104,22 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "must be set (at least 24 bytes) when WEBHOOK_URL is set",
         ));
     }
+    let webhook_max_attempts = match opt("WEBHOOK_MAX_ATTEMPTS") {
+        None => 12,
+        Some(v) => v
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| err("WEBHOOK_MAX_ATTEMPTS", "must be a number from 1 to 100"))?,
+    };
+    let webhook_backoff_base = duration(&opt, "WEBHOOK_BACKOFF_BASE", Duration::from_secs(2))?;
+    if webhook_backoff_base.is_zero() || webhook_backoff_base > Duration::from_secs(3600) {
+        return Err(err("WEBHOOK_BACKOFF_BASE", "must be between 1ms and 1h"));
+    }
+    let webhook_timeout = duration(&opt, "WEBHOOK_TIMEOUT", Duration::from_secs(5))?;
+    if webhook_timeout.is_zero() || webhook_timeout > Duration::from_secs(60) {
+        return Err(err("WEBHOOK_TIMEOUT", "must be between 1ms and 60s"));
+    }
     let cors_allowed_origins = opt("CORS_ALLOWED_ORIGINS")
         .map(|v| {
             v.split(',')
@@ -171,6 +192,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         idempotency_ttl,
         webhook_url,
         webhook_secret: webhook_secret.map(Into::into),
+        webhook_max_attempts,
+        webhook_backoff_base,
+        webhook_timeout,
         cors_allowed_origins,
         log_json,
         db_max_connections,
@@ -217,6 +241,19 @@ impl Settings {
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
     }
+
+    /// The delivery settings, when `WEBHOOK_URL` is set.
+    pub fn webhook(&self) -> Option<crate::webhooks::WebhookConfig> {
+        let url = self.webhook_url.clone()?;
+        let secret = self.webhook_secret.as_ref()?.expose_secret();
+        Some(crate::webhooks::WebhookConfig {
+            url,
+            key: crate::webhooks::signing_key(secret),
+            max_attempts: self.webhook_max_attempts,
+            backoff_base: self.webhook_backoff_base,
+            timeout: self.webhook_timeout,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +296,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CORS_ALLOWED_ORIGINS", "shop.example"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("WEBHOOK_BACKOFF_BASE", "0s"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

@@ -71,6 +71,20 @@ pub enum ApiError {
     LimitReached,
     #[error("the campaign is {0}")]
     CampaignNotActive(&'static str),
+    #[error("this voucher is already redeemed")]
+    VoucherAlreadyRedeemed,
+    #[error("this voucher has expired")]
+    VoucherExpired,
+    #[error("the order is below this voucher's minimum of {0}")]
+    OrderBelowMinimum(i64),
+    #[error("the order's currency is not the voucher's ({0})")]
+    CurrencyMismatch(String),
+    #[error("no redemption with this id belongs to you")]
+    RedemptionNotFound,
+    #[error("this redemption was already rolled back")]
+    RedemptionAlreadyRolledBack,
+    #[error("no dead-lettered event with this id")]
+    DeadLetterNotFound,
     /// A transient failure (database unreachable, lock wait exceeded): nothing was
     /// changed and the same request may be retried with the same key.
     #[error("{0}")]
@@ -89,12 +103,20 @@ impl ApiError {
             IdempotencyKeyMissing | IdempotencyKeyInvalid(_) | Malformed(_) => {
                 StatusCode::BAD_REQUEST
             }
-            IdempotencyKeyReused | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            IdempotencyKeyInUse | SoldOut | LimitReached | CampaignNotActive(_) => {
-                StatusCode::CONFLICT
+            IdempotencyKeyReused | Validation(_) | OrderBelowMinimum(_) | CurrencyMismatch(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
+            IdempotencyKeyInUse
+            | SoldOut
+            | LimitReached
+            | CampaignNotActive(_)
+            | VoucherAlreadyRedeemed
+            | VoucherExpired
+            | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            CampaignNotFound | VoucherNotFound => StatusCode::NOT_FOUND,
+            CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,6 +139,13 @@ impl ApiError {
             SoldOut => "sold_out",
             LimitReached => "limit_reached",
             CampaignNotActive(_) => "campaign_not_active",
+            VoucherAlreadyRedeemed => "voucher_already_redeemed",
+            VoucherExpired => "voucher_expired",
+            OrderBelowMinimum(_) => "order_below_minimum",
+            CurrencyMismatch(_) => "currency_mismatch",
+            RedemptionNotFound => "redemption_not_found",
+            RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
+            DeadLetterNotFound => "dead_letter_not_found",
             Unavailable(_) => "service_unavailable",
             Internal(_) => "internal_error",
         }

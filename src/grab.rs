@@ -10,7 +10,7 @@ use axum::{
     routing::post,
 };
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -22,18 +22,15 @@ use crate::{
     campaigns::CampaignRow,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
+    events::{self, EventType},
     idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, json_bytes_response},
+    json::EmptyBody,
     vouchers::{self, Voucher, VoucherRow},
 };
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/campaigns/{id}/claims", post(claim))
 }
-
-/// The grab takes no parameters; an empty body or `{}` is accepted.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRequest {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimResponse {
@@ -150,33 +147,48 @@ impl Grabber {
             expires_at: issued_at + ChronoDuration::seconds(req.campaign.valid_for_seconds.into()),
             redeemed_at: None,
             order_id: None,
+            redemption_id: None,
         };
         vouchers::insert(&mut claim.tx, &row).await?;
-        let body = serde_json::to_vec(&ClaimResponse {
+        let response = ClaimResponse {
             voucher: row.view(issued_at),
-        })
-        .map_err(ApiError::internal)?;
+        };
+        let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
         claim.complete(StatusCode::CREATED, &body).await?;
+        events::record(
+            &mut claim.tx,
+            EventType::VoucherIssued,
+            &serde_json::json!({"voucher": response.voucher, "user_id": req.user.as_str()}),
+        )
+        .await?;
 
         // Last, so the hot campaign row is locked only from here to the commit. The
         // WHERE re-checks stock, pause and window against the committed row: the
         // cached snapshot can refuse, but only Postgres grants.
-        let remaining: Option<i64> = sqlx::query_scalar(
+        let taken: Option<(i64, i64)> = sqlx::query_as(
             "UPDATE campaigns SET remaining = remaining - 1, issued = issued + 1
              WHERE id = $1 AND remaining > 0 AND NOT paused
                AND starts_at <= now() AND ends_at > now()
-             RETURNING remaining",
+             RETURNING remaining, total_stock",
         )
         .bind(campaign_id.0)
         .fetch_optional(&mut *claim.tx)
         .await?;
-        let Some(remaining) = remaining else {
+        let Some((remaining, total_stock)) = taken else {
             let reason = refusal_reason(&mut claim.tx, campaign_id).await?;
             drop(claim);
             // The snapshot said open and Postgres disagrees: refresh it.
             self.cache.invalidate(campaign_id).await;
             return Err(reason);
         };
+        if remaining == 0 {
+            events::record(
+                &mut claim.tx,
+                EventType::CampaignSoldOut,
+                &serde_json::json!({"campaign_id": campaign_id, "total_stock": total_stock}),
+            )
+            .await?;
+        }
         claim.commit().await?;
         if remaining == 0 {
             self.cache.invalidate(campaign_id).await;
@@ -186,7 +198,7 @@ impl Grabber {
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/claims", tag = "users",
-    request_body(content = Option<ClaimRequest>, description = "no body, or `{}`"),
+    request_body(content = Option<EmptyBody>, description = "no body, or `{}`"),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "8–255 printable ASCII characters")),
     responses(
         (status = 201, description = "granted (or replayed, with `Idempotent-Replayed: true`)", body = ClaimResponse),
@@ -200,7 +212,7 @@ async fn claim(
     State(state): State<AppState>,
     User(user): User,
     Path(id): Path<String>,
-    req: Idempotent<ClaimRequest>,
+    req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
     let campaign = state

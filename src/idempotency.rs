@@ -374,18 +374,16 @@ pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Er
 }
 
 /// Runs `purge_expired` every minute until the process stops.
-pub fn spawn_purger(pool: PgPool, ttl: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            match purge_expired(&pool, ttl).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
-                Err(e) => tracing::warn!(error = %e, "idempotency purge failed; will retry"),
-            }
+pub async fn run_purger(pool: PgPool, ttl: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match purge_expired(&pool, ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error = %e, "idempotency purge failed; will retry"),
         }
-    });
+    }
 }
 
 type InFlightKey = (String, String);

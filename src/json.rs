@@ -53,6 +53,11 @@ pub fn from_body<T: DeserializeOwned>(bytes: &Bytes, value: &Value) -> Result<T,
     })
 }
 
+/// The body of a route that takes no parameters: nothing, or `{}`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
 /// A query string parsed into `T`; a bad value is 422 naming the parameter.
 #[derive(Debug)]
 pub struct Query<T>(pub T);

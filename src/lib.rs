@@ -7,13 +7,16 @@ pub mod campaigns;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grab;
 pub mod idempotency;
 pub mod json;
 pub mod maintenance;
 pub mod ops;
+pub mod redemptions;
 pub mod telemetry;
 pub mod vouchers;
+pub mod webhooks;
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
@@ -150,6 +153,8 @@ pub fn app(state: AppState) -> Router {
         .merge(campaigns::router())
         .merge(grab::router())
         .merge(vouchers::router())
+        .merge(redemptions::router())
+        .merge(events::router())
         .merge(ops::router())
         .fallback(not_found)
         .layer(middleware::from_fn(ops::track_http))
@@ -245,6 +250,39 @@ async fn dress_errors(response: Response) -> Response {
     dressed
 }
 
+/// The background loops of one instance. Dropping this stops them (tests use that
+/// to stage an instance dying with work pending).
+pub struct Workers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// Starts the idempotency purger, the hot-table vacuum, the event sequencer and,
+/// when `WEBHOOK_URL` is set, the webhook dispatcher.
+pub fn spawn_workers(state: &AppState) -> Workers {
+    // reqwest is built without a default TLS backend; use ring, already linked for JWTs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = state.db.clone();
+    let mut handles = vec![
+        tokio::spawn(idempotency::run_purger(
+            db.clone(),
+            state.settings.idempotency_ttl,
+        )),
+        tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
+        tokio::spawn(events::run_sequencer(db.clone())),
+    ];
+    if let Some(cfg) = state.settings.webhook() {
+        tracing::info!(url = %cfg.url, "delivering events to the webhook");
+        handles.push(tokio::spawn(webhooks::run_dispatcher(db, cfg)));
+    }
+    Workers(handles)
+}
+
 /// `voucherd serve`: migrate (unless told not to), start background tasks, serve
 /// until SIGTERM or Ctrl-C, then drain for at most `SHUTDOWN_GRACE`.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -252,10 +290,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.migrate_on_start {
         migrate(&settings, &db).await?;
     }
-    idempotency::spawn_purger(db.clone(), settings.idempotency_ttl);
-    maintenance::spawn_hot_vacuum(db.clone());
     let addr = settings.listen_addr;
     let state = state(settings, db)?;
+    let _workers = spawn_workers(&state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;

@@ -12,18 +12,16 @@ const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Vacuums `campaigns` every `INTERVAL` until the process stops. `SKIP_LOCKED` makes
 /// it step aside rather than queue behind a lock.
-pub fn spawn_hot_vacuum(pool: PgPool) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) campaigns")
-                .execute(&pool)
-                .await
-            {
-                tracing::debug!(error = %e, "campaigns vacuum skipped");
-            }
+pub async fn run_hot_vacuum(pool: PgPool) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) campaigns")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "campaigns vacuum skipped");
         }
-    });
+    }
 }

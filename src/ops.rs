@@ -28,6 +28,8 @@ use crate::AppState;
         crate::campaigns::create, crate::campaigns::list, crate::campaigns::admin_get,
         crate::campaigns::update, crate::campaigns::audit, crate::campaigns::public_get,
         crate::grab::claim, crate::vouchers::list, crate::vouchers::get_one,
+        crate::redemptions::redeem, crate::redemptions::rollback,
+        crate::events::list, crate::events::dead_letters, crate::events::replay_dead_letter,
         healthz, readyz,
     ),
     modifiers(&Security),

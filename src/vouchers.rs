@@ -38,6 +38,8 @@ pub struct VoucherRow {
     pub expires_at: DateTime<Utc>,
     pub redeemed_at: Option<DateTime<Utc>>,
     pub order_id: Option<String>,
+    /// The live redemption while `status` is `redeemed`.
+    pub redemption_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

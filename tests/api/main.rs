@@ -6,4 +6,6 @@ mod grab;
 mod helpers;
 mod idempotency;
 mod input;
+mod lifecycle;
 mod ops;
+mod webhooks;

@@ -1,0 +1,252 @@
+//! The transactional outbox: every effect writes its event in its own transaction;
+//! a sequencer numbers committed events so readers can page by `seq` without gaps;
+//! admins read the log and the dead letters here.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::Admin,
+    error::{ApiError, ApiResult},
+    idempotency::{Begun, Idempotent, Scope, json_bytes_response},
+    json::{EmptyBody, Query},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/events", get(list))
+        .route("/v1/admin/webhooks/dead-letters", get(dead_letters))
+        .route(
+            "/v1/admin/webhooks/dead-letters/{id}/replay",
+            post(replay_dead_letter),
+        )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    VoucherIssued,
+    VoucherRedeemed,
+    RedemptionRolledBack,
+    CampaignCreated,
+    CampaignUpdated,
+    CampaignSoldOut,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::VoucherIssued => "voucher.issued",
+            EventType::VoucherRedeemed => "voucher.redeemed",
+            EventType::RedemptionRolledBack => "redemption.rolled_back",
+            EventType::CampaignCreated => "campaign.created",
+            EventType::CampaignUpdated => "campaign.updated",
+            EventType::CampaignSoldOut => "campaign.sold_out",
+        }
+    }
+}
+
+/// Writes an event in the effect's transaction: both commit or neither does.
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: EventType,
+    data: &impl Serialize,
+) -> ApiResult<()> {
+    let data = serde_json::to_value(data).map_err(ApiError::internal)?;
+    sqlx::query("INSERT INTO events (id, type, data) VALUES ($1, $2, $3)")
+        .bind(Uuid::now_v7())
+        .bind(kind.as_str())
+        .bind(data)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// An event as consumers see it, in the log and in webhook bodies.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Event {
+    pub id: Uuid,
+    /// Only grows; page with `after=<last seq seen>`.
+    pub seq: i64,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Value,
+}
+
+/// An event whose webhook delivery gave up, with why.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct DeadLetter {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub event: Event,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// Numbers committed events. One instance at a time holds the advisory lock, and it
+/// only sees committed rows, so numbers are handed out in visibility order.
+pub async fn sequence(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7318250001)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(0);
+    }
+    let n = sqlx::query(
+        "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS top FROM events),
+              todo AS (SELECT id, row_number() OVER (ORDER BY pos) AS rn
+                       FROM events WHERE seq IS NULL ORDER BY pos LIMIT 10000)
+         UPDATE events e SET seq = base.top + todo.rn
+         FROM todo, base WHERE e.id = todo.id",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Runs the sequencer until the process stops: immediately again while there is a
+/// backlog, otherwise every 50 ms.
+pub async fn run_sequencer(pool: PgPool) {
+    loop {
+        match sequence(&pool).await {
+            Ok(10000) => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "event sequencing failed; will retry"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Return events with `seq` greater than this (default 0).
+    pub after: Option<i64>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub items: Vec<Event>,
+    /// Pass as `after` for the next page (the last `seq` here, or `after` if empty).
+    pub next_after: i64,
+}
+
+fn page_params(p: &EventParams) -> ApiResult<(i64, i64)> {
+    let after = p.after.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100);
+    if after < 0 {
+        return Err(ApiError::validation("after", "must be >= 0"));
+    }
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be from 1 to 1000"));
+    }
+    Ok((after, limit))
+}
+
+#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", params(EventParams),
+    responses((status = 200, body = EventPage)), security(("admin" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Json<EventPage>> {
+    let (after, limit) = page_params(&params)?;
+    let items: Vec<Event> = sqlx::query_as(
+        "SELECT id, seq, type, occurred_at, data FROM events
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let next_after = items.last().map_or(after, |e| e.seq);
+    Ok(Json(EventPage { items, next_after }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    pub next_after: i64,
+}
+
+#[utoipa::path(get, path = "/v1/admin/webhooks/dead-letters", tag = "admin", params(EventParams),
+    responses((status = 200, body = DeadLetterPage)), security(("admin" = [])))]
+async fn dead_letters(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Json<DeadLetterPage>> {
+    let (after, limit) = page_params(&params)?;
+    let items: Vec<DeadLetter> = sqlx::query_as(
+        "SELECT id, seq, type, occurred_at, data, attempts, last_error FROM events
+         WHERE delivery = 'dead' AND seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let next_after = items.last().map_or(after, |d| d.event.seq);
+    Ok(Json(DeadLetterPage { items, next_after }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/webhooks/dead-letters/{id}/replay", tag = "admin",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 202, description = "queued for delivery again", body = Event),
+              (status = 404, description = "no dead letter with this id", body = crate::error::Problem)),
+    security(("admin" = [])))]
+async fn replay_dead_letter(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    req: Idempotent<EmptyBody>,
+) -> ApiResult<Response> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::DeadLetterNotFound)?;
+    let mut claim = match state
+        .idempotency
+        .begin(
+            &state.db,
+            &Scope::admin(),
+            &req.key,
+            &req.fingerprint,
+            || Ok(()),
+        )
+        .await?
+    {
+        Begun::Replay(resp) => return Ok(resp),
+        Begun::Fresh(claim) => claim,
+    };
+    let event: Event = sqlx::query_as(
+        "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = now(),
+                           last_error = NULL
+         WHERE id = $1 AND delivery = 'dead'
+         RETURNING id, seq, type, occurred_at, data",
+    )
+    .bind(id)
+    .fetch_optional(&mut *claim.tx)
+    .await?
+    .ok_or(ApiError::DeadLetterNotFound)?;
+    let body = serde_json::to_vec(&event).map_err(ApiError::internal)?;
+    claim.complete(StatusCode::ACCEPTED, &body).await?;
+    claim.commit().await?;
+    Ok(json_bytes_response(StatusCode::ACCEPTED, body))
+}

@@ -1,0 +1,331 @@
+//! The voucher's life after the grab: redeem, roll back, expire.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Grab, TestApp, campaign_body, token, unique};
+
+/// Creates a campaign with these voucher terms and grabs one voucher for a new user.
+async fn voucher_with(app: &TestApp, voucher: Value) -> (String, String, String) {
+    let mut body = campaign_body(10, 1);
+    body["voucher"] = voucher;
+    let resp = app
+        .admin_post("/v1/admin/campaigns", &unique("c"), &body)
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let campaign: Value = resp.json().await.unwrap();
+    let t = token(&unique("shopper"));
+    let g = app
+        .grab(&t, campaign["id"].as_str().unwrap(), &unique("k"))
+        .await;
+    assert_eq!(g.status, StatusCode::CREATED);
+    let code = g.body["voucher"]["code"].as_str().unwrap().to_string();
+    (t, code, campaign["id"].as_str().unwrap().to_string())
+}
+
+fn fixed_50k() -> Value {
+    json!({"discount": {"type": "fixed", "amount": 50000, "currency": "VND"},
+           "min_order_amount": 200000, "valid_for_seconds": 3600})
+}
+
+async fn redeem(
+    app: &TestApp,
+    t: &str,
+    code: &str,
+    key: &str,
+    order: &str,
+    amount: i64,
+    currency: &str,
+) -> Grab {
+    let body = json!({"order_id": order, "order_amount": amount, "currency": currency});
+    app.user_post(
+        t,
+        &format!("/v1/vouchers/{code}/redemptions"),
+        key,
+        Some(&body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_orders_racing_for_one_voucher_one_wins() {
+    let app = TestApp::spawn().await;
+    let (t, code, campaign) = voucher_with(&app, fixed_50k()).await;
+    let answers = join_all((0..20).map(|i| {
+        let (app, t, code) = (&app, &t, &code);
+        async move {
+            redeem(
+                app,
+                t,
+                code,
+                &unique("k"),
+                &format!("order-{i}"),
+                250000,
+                "VND",
+            )
+            .await
+        }
+    }))
+    .await;
+    let winners: Vec<&Grab> = answers
+        .iter()
+        .filter(|g| g.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(winners.len(), 1);
+    assert!(
+        answers
+            .iter()
+            .filter(|g| g.status != StatusCode::CREATED)
+            .all(|g| (g.status, g.code()) == (StatusCode::CONFLICT, "voucher_already_redeemed"))
+    );
+    let won = &winners[0].body;
+    assert_eq!(won["redemption"]["discount_amount"], 50000);
+    assert_eq!(won["voucher"]["status"], "redeemed");
+    assert_eq!(won["voucher"]["order_id"], won["redemption"]["order_id"]);
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["redeemed"], 1);
+}
+
+#[tokio::test]
+async fn redeem_roll_back_twice_and_redeem_again() {
+    let app = TestApp::spawn().await;
+    let (t, code, campaign) = voucher_with(&app, fixed_50k()).await;
+    let first = redeem(&app, &t, &code, &unique("k"), "order-1", 300000, "VND").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let rid = first.body["redemption"]["id"].as_str().unwrap().to_string();
+    let key = unique("rollback");
+    let path = format!("/v1/redemptions/{rid}/rollback");
+    let back = app.user_post(&t, &path, &key, None).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert_eq!(back.body["voucher"]["status"], "issued");
+    assert_eq!(back.body["redemption"]["status"], "rolled_back");
+    let again = app.user_post(&t, &path, &key, None).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(again.replayed);
+    assert_eq!(again.bytes, back.bytes);
+    let other_key = app.user_post(&t, &path, &unique("rollback"), None).await;
+    assert_eq!(
+        (other_key.status, other_key.code()),
+        (StatusCode::CONFLICT, "redemption_already_rolled_back")
+    );
+    let second = redeem(&app, &t, &code, &unique("k"), "order-2", 300000, "VND").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_eq!(second.body["voucher"]["order_id"], "order-2");
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["redeemed"], 1);
+}
+
+#[tokio::test]
+async fn someone_elses_voucher_or_redemption_is_404_and_unchanged() {
+    let app = TestApp::spawn().await;
+    let (owner, code, campaign) = voucher_with(&app, fixed_50k()).await;
+    let thief = token(&unique("thief"));
+    let stolen = redeem(&app, &thief, &code, &unique("k"), "order-x", 300000, "VND").await;
+    assert_eq!(
+        (stolen.status, stolen.code()),
+        (StatusCode::NOT_FOUND, "voucher_not_found")
+    );
+    let mine = redeem(&app, &owner, &code, &unique("k"), "order-1", 300000, "VND").await;
+    let rid = mine.body["redemption"]["id"].as_str().unwrap();
+    let undo = app
+        .user_post(
+            &thief,
+            &format!("/v1/redemptions/{rid}/rollback"),
+            &unique("k"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (undo.status, undo.code()),
+        (StatusCode::NOT_FOUND, "redemption_not_found")
+    );
+    let bogus = app
+        .user_post(
+            &owner,
+            "/v1/redemptions/not-a-uuid/rollback",
+            &unique("k"),
+            None,
+        )
+        .await;
+    assert_eq!(bogus.code(), "redemption_not_found");
+    let (_, v) = app
+        .get_json(&format!("/v1/me/vouchers/{code}"), Some(&owner))
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["order_id"].as_str()),
+        (Some("redeemed"), Some("order-1"))
+    );
+    app.assert_invariants(&campaign).await;
+}
+
+#[tokio::test]
+async fn discount_terms_minimum_currency_and_expiry_are_enforced() {
+    let app = TestApp::spawn().await;
+    let percent = json!({"discount": {"type": "percent", "basis_points": 1000, "max_amount": 100000, "currency": "VND"},
+                         "min_order_amount": 0, "valid_for_seconds": 3600});
+    let (t, code, _) = voucher_with(&app, percent.clone()).await;
+    let r = redeem(&app, &t, &code, &unique("k"), "o1", 123_459, "VND").await;
+    assert_eq!(
+        r.body["redemption"]["discount_amount"], 12_345,
+        "floor of 10%"
+    );
+    let (t, code, _) = voucher_with(&app, percent).await;
+    let r = redeem(&app, &t, &code, &unique("k"), "o2", 9_000_000, "VND").await;
+    assert_eq!(r.body["redemption"]["discount_amount"], 100_000, "capped");
+
+    let (t, code, campaign) = voucher_with(&app, fixed_50k()).await;
+    let small = redeem(&app, &t, &code, &unique("k"), "o3", 199_999, "VND").await;
+    assert_eq!(
+        (small.status, small.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "order_below_minimum")
+    );
+    let euros = redeem(&app, &t, &code, &unique("k"), "o4", 300_000, "EUR").await;
+    assert_eq!(
+        (euros.status, euros.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch")
+    );
+    for bad in [
+        json!({"order_id": "", "order_amount": 1, "currency": "VND"}),
+        json!({"order_id": "o", "order_amount": 0, "currency": "VND"}),
+        json!({"order_id": "o", "order_amount": 1, "currency": "dong"}),
+        json!({"order_id": "o", "order_amount": 1}),
+    ] {
+        let g = app
+            .user_post(
+                &t,
+                &format!("/v1/vouchers/{code}/redemptions"),
+                &unique("k"),
+                Some(&bad),
+            )
+            .await;
+        assert_eq!(
+            (g.status, g.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            "{bad}"
+        );
+    }
+    let exact = redeem(&app, &t, &code, &unique("k"), "o5", 200_000, "VND").await;
+    assert_eq!(exact.body["redemption"]["discount_amount"], 50_000);
+
+    // Expiry is a clock fact: move this voucher's expiry into the past.
+    let (t, code, _) = voucher_with(&app, fixed_50k()).await;
+    sqlx::query("UPDATE vouchers SET expires_at = now() - interval '1 second' WHERE code = $1")
+        .bind(&code)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let late = redeem(&app, &t, &code, &unique("k"), "o6", 300_000, "VND").await;
+    assert_eq!(
+        (late.status, late.code()),
+        (StatusCode::CONFLICT, "voucher_expired")
+    );
+    let (_, v) = app
+        .get_json(&format!("/v1/me/vouchers/{code}"), Some(&t))
+        .await;
+    assert_eq!(v["status"], "expired");
+    let (_, expired) = app
+        .get_json("/v1/me/vouchers?status=expired", Some(&t))
+        .await;
+    assert_eq!(expired["items"][0]["code"], code.as_str());
+    let (_, usable) = app
+        .get_json("/v1/me/vouchers?status=issued", Some(&t))
+        .await;
+    assert_eq!(usable["items"].as_array().unwrap().len(), 0);
+    app.assert_invariants(&campaign).await;
+}
+
+#[tokio::test]
+async fn every_effect_has_one_event_and_refusals_have_none() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(3, 1).await;
+    let run = unique("ev");
+    let grabs = join_all((0..10).map(|i| {
+        let (app, campaign) = (&app, &campaign);
+        let t = token(&format!("{run}-{i}"));
+        async move { app.grab(&t, campaign, &unique("k")).await }
+    }))
+    .await;
+    assert_eq!(
+        grabs
+            .iter()
+            .filter(|g| g.status == StatusCode::CREATED)
+            .count(),
+        3
+    );
+    let issued: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT v.id::text, (SELECT count(*) FROM events e WHERE e.type = 'voucher.issued'
+                             AND e.data -> 'voucher' ->> 'id' = v.id::text)
+         FROM vouchers v WHERE v.campaign_id = $1",
+    )
+    .bind(Uuid::parse_str(&campaign).unwrap())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(issued.len(), 3);
+    assert!(issued.iter().all(|(_, n)| *n == 1), "{issued:?}");
+    let per_campaign: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT type, count(*) FROM events
+         WHERE data -> 'voucher' ->> 'campaign_id' = $1 OR data ->> 'campaign_id' = $1
+            OR data -> 'campaign' ->> 'id' = $1
+         GROUP BY type ORDER BY type",
+    )
+    .bind(&campaign)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        per_campaign,
+        vec![
+            ("campaign.created".into(), 1),
+            ("campaign.sold_out".into(), 1),
+            ("voucher.issued".into(), 3)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_event_log_pages_by_seq() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(5, 1).await;
+    app.grab(&token(&unique("u")), &campaign, &unique("k"))
+        .await;
+    // Page through the whole log: seq strictly increases and our events appear once
+    // the sequencer has numbered them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut after = 0;
+        let mut last_seq = 0;
+        let mut ours = Vec::new();
+        loop {
+            let page = app
+                .admin_get(&format!("/v1/admin/events?after={after}&limit=500"))
+                .await;
+            let items = page["items"].as_array().unwrap();
+            for e in items {
+                let seq = e["seq"].as_i64().unwrap();
+                assert!(seq > last_seq, "seq must only grow");
+                last_seq = seq;
+                let d = &e["data"];
+                if d["campaign"]["id"] == campaign.as_str()
+                    || d["voucher"]["campaign_id"] == campaign.as_str()
+                {
+                    ours.push(e["type"].as_str().unwrap().to_string());
+                }
+            }
+            if items.is_empty() {
+                break;
+            }
+            after = page["next_after"].as_i64().unwrap();
+        }
+        if ours == ["campaign.created", "voucher.issued"] {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never listed: {ours:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

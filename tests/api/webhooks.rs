@@ -1,0 +1,280 @@
+//! Webhook delivery to a real HTTP receiver started inside the test, which checks
+//! every signature and can refuse deliveries on demand.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes, extract::State, http::HeaderMap, http::StatusCode as AxumStatus, routing::post,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{RedisMode, TestApp, token, unique};
+
+const SECRET: &str = "receiver-shared-secret-0123456789";
+
+#[derive(Default)]
+struct Inbox {
+    refuse_first: usize,
+    refuse_all: AtomicBool,
+    calls: AtomicUsize,
+    bad_signatures: AtomicUsize,
+    accepted: Mutex<Vec<Value>>,
+    arrived: tokio::sync::Notify,
+}
+
+async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> AxumStatus {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let ts: i64 = h("webhook-timestamp").parse().unwrap_or(0);
+    let expected = voucherd::webhooks::sign(SECRET.as_bytes(), &h("webhook-id"), ts, &body);
+    if h("webhook-signature") != expected {
+        inbox.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return AxumStatus::UNAUTHORIZED;
+    }
+    let n = inbox.calls.fetch_add(1, Ordering::SeqCst);
+    if n < inbox.refuse_first || inbox.refuse_all.load(Ordering::SeqCst) {
+        return AxumStatus::SERVICE_UNAVAILABLE;
+    }
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["id"].as_str(), Some(h("webhook-id").as_str()));
+    inbox.accepted.lock().unwrap().push(event);
+    inbox.arrived.notify_waiters();
+    AxumStatus::NO_CONTENT
+}
+
+async fn receiver(inbox: Arc<Inbox>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .with_state(inbox);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+impl Inbox {
+    fn ids(&self) -> HashSet<String> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits (event-driven, with a deadline) until every id in `want` has arrived.
+    async fn wait_for(&self, want: &HashSet<String>) {
+        let all = async {
+            loop {
+                let arrived = self.arrived.notified();
+                if want.is_subset(&self.ids()) {
+                    return;
+                }
+                // Also re-check periodically: a notification may land between the
+                // check and the await.
+                let _ = tokio::time::timeout(Duration::from_millis(200), arrived).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "events never arrived: missing {:?}",
+                    want.difference(&self.ids())
+                )
+            });
+    }
+}
+
+fn settings(addr: SocketAddr, max_attempts: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("WEBHOOK_URL", format!("http://{addr}/hook")),
+        ("WEBHOOK_SECRET", SECRET.to_string()),
+        ("WEBHOOK_BACKOFF_BASE", "20ms".to_string()),
+        ("WEBHOOK_TIMEOUT", "2s".to_string()),
+        ("WEBHOOK_MAX_ATTEMPTS", max_attempts.to_string()),
+    ]
+}
+
+fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Every event id in this test's database, once all effects are done.
+async fn all_event_ids(app: &TestApp) -> HashSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT id::text FROM events")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Some effects of every kind: a campaign, grabs, a redemption and its rollback.
+async fn make_effects(app: &TestApp) {
+    let campaign = app.campaign(2, 1).await;
+    let t = token(&unique("buyer"));
+    let g = app.grab(&t, &campaign, &unique("k")).await;
+    app.grab(&token(&unique("buyer")), &campaign, &unique("k"))
+        .await;
+    let code = g.body["voucher"]["code"].as_str().unwrap();
+    let body = serde_json::json!({"order_id": "o-1", "order_amount": 300000, "currency": "VND"});
+    let r = app
+        .user_post(
+            &t,
+            &format!("/v1/vouchers/{code}/redemptions"),
+            &unique("k"),
+            Some(&body),
+        )
+        .await;
+    let rid = r.body["redemption"]["id"].as_str().unwrap();
+    let back = app
+        .user_post(
+            &t,
+            &format!("/v1/redemptions/{rid}/rollback"),
+            &unique("k"),
+            None,
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK);
+    app.admin_patch(&campaign, serde_json::json!({"add_stock": 5}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_failing_three_times_still_gets_every_event_once() {
+    let inbox = Arc::new(Inbox {
+        refuse_first: 3,
+        ..Default::default()
+    });
+    let addr = receiver(inbox.clone()).await;
+    let s = settings(addr, "12");
+    let app = TestApp::spawn_isolated("webhook_flaky", &as_refs(&s)).await;
+    make_effects(&app).await;
+    let want = all_event_ids(&app).await;
+    let kinds: HashSet<String> = sqlx::query_scalar("SELECT DISTINCT type FROM events")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    inbox.wait_for(&want).await;
+    assert_eq!(
+        inbox.ids(),
+        want,
+        "after dropping duplicates, each event exactly once"
+    );
+    assert!(inbox.calls.load(Ordering::SeqCst) >= want.len() + 3);
+    assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_that_never_accepts_dead_letters_the_event_until_replayed() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.refuse_all.store(true, Ordering::SeqCst);
+    let addr = receiver(inbox.clone()).await;
+    let s = settings(addr, "3");
+    let app = TestApp::spawn_isolated("webhook_dead", &as_refs(&s)).await;
+    let campaign = app.campaign(1, 1).await;
+    let dead = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
+            if let Some(d) = page["items"].as_array().unwrap().first() {
+                return d.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the event was never dead-lettered");
+    assert_eq!(dead["type"], "campaign.created");
+    assert_eq!(dead["data"]["campaign"]["id"], campaign.as_str());
+    assert_eq!(dead["attempts"], 3);
+    assert!(dead["last_error"].as_str().unwrap().contains("503"));
+    assert!(inbox.ids().is_empty());
+
+    inbox.refuse_all.store(false, Ordering::SeqCst);
+    let id = dead["id"].as_str().unwrap();
+    let key = unique("replay");
+    let path = format!("/v1/admin/webhooks/dead-letters/{id}/replay");
+    let replay = app.admin_post(&path, &key, &serde_json::json!({})).await;
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    inbox.wait_for(&HashSet::from([id.to_string()])).await;
+    let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    let again = app.admin_post(&path, &key, &serde_json::json!({})).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let unknown = app
+        .admin_post(
+            "/v1/admin/webhooks/dead-letters/not-a-uuid/replay",
+            &unique("k"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_pending_when_voucherd_dies_are_delivered_after_restart() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.refuse_all.store(true, Ordering::SeqCst);
+    let addr = receiver(inbox.clone()).await;
+    let s = settings(addr, "100");
+    let first = TestApp::spawn_isolated("webhook_restart", &as_refs(&s)).await;
+    make_effects(&first).await;
+    let want = all_event_ids(&first).await;
+    // Wait until delivery has been tried (and refused) for every event, then die.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let untried: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE attempts = 0")
+                .fetch_one(&first.db)
+                .await
+                .unwrap();
+            if untried == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("delivery was never attempted");
+    first.kill();
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE delivery = 'pending'")
+        .fetch_one(&first.db)
+        .await
+        .unwrap();
+    assert_eq!(pending as usize, want.len());
+
+    inbox.refuse_all.store(false, Ordering::SeqCst);
+    let url = first
+        .db
+        .connect_options()
+        .get_database()
+        .map(str::to_string)
+        .unwrap();
+    let db_url = format!(
+        "{}/{url}",
+        crate::helpers::database_url().rsplit_once('/').unwrap().0
+    );
+    let mut restart = as_refs(&s);
+    restart.push(("DATABASE_URL", db_url.as_str()));
+    let second = TestApp::spawn_with(RedisMode::None, &restart).await;
+    inbox.wait_for(&want).await;
+    assert_eq!(inbox.ids(), want);
+    drop(second);
+}
