@@ -23,7 +23,7 @@ use crate::{
     error::{ApiError, ApiResult, FieldError},
     events::{self, EventType},
     idempotency::{Begun, Idempotent, Scope, json_bytes_response},
-    json::Query,
+    json::{self, Query},
 };
 
 pub fn router() -> Router<AppState> {
@@ -385,15 +385,10 @@ async fn create(
     _: Admin,
     req: Idempotent<CreateCampaign>,
 ) -> ApiResult<Response> {
-    let mut claim = match state
-        .idempotency
-        .begin(
-            &state.db,
-            &Scope::admin(),
-            &req.key,
-            &req.fingerprint,
-            || validate_create(&req.body, Utc::now()),
-        )
+    let mut claim = match req
+        .begin(&state, &Scope::admin(), || {
+            validate_create(&req.body, Utc::now())
+        })
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -429,15 +424,8 @@ async fn update(
     req: Idempotent<UpdateCampaign>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
-    let mut claim = match state
-        .idempotency
-        .begin(
-            &state.db,
-            &Scope::admin(),
-            &req.key,
-            &req.fingerprint,
-            || validate_update(&req.body),
-        )
+    let mut claim = match req
+        .begin(&state, &Scope::admin(), || validate_update(&req.body))
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -485,16 +473,8 @@ async fn list(
     _: Admin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<CampaignList>> {
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be from 1 to 100"));
-    }
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?;
+    let limit = json::page_limit(params.limit, 20, 100)?;
+    let cursor = json::cursor(params.cursor.as_deref())?;
     // Ids are v7 UUIDs, so id order is creation order: newest first.
     let mut rows: Vec<ListedRow> = sqlx::query_as(
         "SELECT c.*, (SELECT count(*) FROM vouchers v

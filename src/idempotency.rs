@@ -185,6 +185,22 @@ where
     }
 }
 
+impl<T> Idempotent<T> {
+    /// Claims this request's key for `scope` in a new transaction, or replays the
+    /// stored answer. See `Store::begin`.
+    pub async fn begin(
+        &self,
+        state: &crate::AppState,
+        scope: &Scope,
+        precheck: impl FnOnce() -> ApiResult<()>,
+    ) -> ApiResult<Begun> {
+        state
+            .idempotency
+            .begin(&state.db, scope, &self.key, &self.fingerprint, precheck)
+            .await
+    }
+}
+
 /// A stored record. Status and body are set in the transaction that inserts the
 /// row, so a committed row always has both.
 #[derive(sqlx::FromRow)]

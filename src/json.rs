@@ -78,3 +78,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             })
     }
 }
+
+/// A page size from the query: `default` when absent, else 1 to `max`.
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::validation(
+            "limit",
+            format!("must be from 1 to {max}"),
+        ))
+    }
+}
+
+/// An opaque list cursor (the last id of the previous page).
+pub fn cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
+    cursor
+        .map(uuid::Uuid::parse_str)
+        .transpose()
+        .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))
+}

@@ -185,15 +185,8 @@ async fn redeem(
     req: Idempotent<RedeemRequest>,
 ) -> ApiResult<Response> {
     let code = VoucherCode::parse(&code)?;
-    let mut claim = match state
-        .idempotency
-        .begin(
-            &state.db,
-            &Scope::user(&user),
-            &req.key,
-            &req.fingerprint,
-            || validate(&req.body),
-        )
+    let mut claim = match req
+        .begin(&state, &Scope::user(&user), || validate(&req.body))
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -275,17 +268,7 @@ async fn rollback(
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
-    let mut claim = match state
-        .idempotency
-        .begin(
-            &state.db,
-            &Scope::user(&user),
-            &req.key,
-            &req.fingerprint,
-            || Ok(()),
-        )
-        .await?
-    {
+    let mut claim = match req.begin(&state, &Scope::user(&user), || Ok(())).await? {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => claim,
     };

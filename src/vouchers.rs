@@ -16,7 +16,7 @@ use crate::{
     auth::User,
     domain::{Discount, UserId, VoucherCode},
     error::{ApiError, ApiResult},
-    json::Query,
+    json::{self, Query},
 };
 
 pub fn router() -> Router<AppState> {
@@ -132,16 +132,8 @@ async fn list(
     User(user): User,
     Query(params): Query<WalletParams>,
 ) -> ApiResult<Json<VoucherList>> {
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be from 1 to 100"));
-    }
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))?;
+    let limit = json::page_limit(params.limit, 50, 100)?;
+    let cursor = json::cursor(params.cursor.as_deref())?;
     // Expiry is decided by the clock in the query, the same rule as `view`.
     let mut rows: Vec<VoucherRow> = sqlx::query_as(
         "SELECT * FROM vouchers
