@@ -4,7 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
-RUN cargo build --release --locked --bin voucherd
+COPY loadtest/loadgen loadtest/loadgen
+RUN cargo build --release --locked -p voucherd
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
