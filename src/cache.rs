@@ -97,6 +97,21 @@ impl Redis {
         .flatten()
     }
 
+    pub async fn get_bytes(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.call("get", |mut c| async move {
+            c.get::<_, Option<Vec<u8>>>(key).await
+        })
+        .await
+        .flatten()
+    }
+
+    pub async fn set_bytes_px(&self, key: &[u8], value: &[u8], ttl_ms: u64) {
+        self.call("set", |mut c| async move {
+            c.pset_ex::<_, _, ()>(key, value, ttl_ms).await
+        })
+        .await;
+    }
+
     pub async fn set_px(&self, key: &str, value: &str, ttl_ms: u64) {
         self.call("set", |mut c| async move {
             c.pset_ex::<_, _, ()>(key, value, ttl_ms).await
@@ -155,8 +170,10 @@ pub struct CampaignCache {
 /// `moka` shares one loader error between all waiters; rebuild an owned one.
 fn shared_error(e: Arc<ApiError>) -> ApiError {
     match &*e {
-        ApiError::Unavailable(m) => ApiError::Unavailable(m),
-        other => ApiError::Internal(anyhow::anyhow!("campaign load failed: {other:?}")),
+        ApiError::Internal(inner) => {
+            ApiError::Internal(anyhow::anyhow!("campaign load failed: {inner:#}"))
+        }
+        other => other.clone_refusal(),
     }
 }
 

@@ -33,6 +33,18 @@ pub struct Settings {
     /// Every Redis call gives up after this long and the request carries on without it.
     pub redis_timeout: Duration,
     pub migrate_on_start: bool,
+    /// How grants are written: many per transaction (`batched`) or one (`single`).
+    pub grab_mode: GrabMode,
+    /// Most grants committed in one batch transaction.
+    pub grab_batch_max: usize,
+    /// Batch writers per campaign; two let one batch write while another commits.
+    pub grab_writers: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrabMode {
+    Single,
+    Batched,
 }
 
 /// A setting that is missing or invalid; the message names the variable.
@@ -183,6 +195,19 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         }
     };
 
+    let grab_mode = match opt("GRAB_MODE").as_deref() {
+        None | Some("batched") => GrabMode::Batched,
+        Some("single") => GrabMode::Single,
+        Some(other) => {
+            return Err(err(
+                "GRAB_MODE",
+                format!("`{other}` is not one of batched, single"),
+            ));
+        }
+    };
+    let grab_batch_max = number(&opt, "GRAB_BATCH_MAX", 512, 1..=10_000)?;
+    let grab_writers = number(&opt, "GRAB_WRITERS", 2, 1..=16)?;
+
     Ok(Settings {
         database_url: database_url.into(),
         redis_url: redis_url.map(Into::into),
@@ -201,6 +226,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         request_timeout,
         redis_timeout,
         migrate_on_start,
+        grab_mode,
+        grab_batch_max,
+        grab_writers,
     })
 }
 
@@ -219,6 +247,28 @@ pub fn jwt_secret_from_env() -> Result<SecretString, SettingError> {
         return Err(err("JWT_SECRET", "must be at least 32 bytes"));
     }
     Ok(secret.into())
+}
+
+fn number(
+    opt: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, SettingError> {
+    match opt(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                err(
+                    name,
+                    format!("must be a number from {} to {}", range.start(), range.end()),
+                )
+            }),
+    }
 }
 
 fn duration(
@@ -298,6 +348,9 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("WEBHOOK_MAX_ATTEMPTS", "0"),
             ("WEBHOOK_BACKOFF_BASE", "0s"),
+            ("GRAB_MODE", "fast"),
+            ("GRAB_BATCH_MAX", "0"),
+            ("GRAB_WRITERS", "99"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

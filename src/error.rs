@@ -159,6 +159,20 @@ impl ApiError {
         ApiError::Internal(e.into())
     }
 
+    /// A copy of a refusal, for answering many waiters with one outcome; anything
+    /// that is not a plain refusal becomes a retryable 503.
+    pub fn clone_refusal(&self) -> ApiError {
+        use ApiError::*;
+        match self {
+            SoldOut => SoldOut,
+            LimitReached => LimitReached,
+            CampaignNotActive(s) => CampaignNotActive(s),
+            CampaignNotFound => CampaignNotFound,
+            Unavailable(m) => Unavailable(m),
+            _ => Unavailable("the request failed and changed nothing; retry with the same key"),
+        }
+    }
+
     /// Whether the refusal changed nothing and may be sent again with the same key.
     pub fn is_retryable(&self) -> bool {
         matches!(

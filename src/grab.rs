@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::User,
+    batch::{Batcher, Prepared, Settled},
     cache::CampaignCache,
     campaigns::CampaignRow,
     domain::{CampaignId, UserId, VoucherCode},
@@ -45,11 +46,14 @@ pub struct GrabRequest<'a> {
     pub fingerprint: &'a [u8],
 }
 
+/// Decides grabs. With a `Batcher`, grants are committed many per transaction;
+/// without one, each grab is its own transaction (`GRAB_MODE=single`).
 #[derive(Clone)]
 pub struct Grabber {
     db: PgPool,
     cache: CampaignCache,
     idempotency: idempotency::Store,
+    batcher: Option<Batcher>,
 }
 
 /// Why the conditional decrement found nothing to take.
@@ -73,11 +77,17 @@ fn outcome(result: &ApiResult<Response>) -> &'static str {
 }
 
 impl Grabber {
-    pub fn new(db: PgPool, cache: CampaignCache, idempotency: idempotency::Store) -> Self {
+    pub fn new(
+        db: PgPool,
+        cache: CampaignCache,
+        idempotency: idempotency::Store,
+        batcher: Option<Batcher>,
+    ) -> Self {
         Grabber {
             db,
             cache,
             idempotency,
+            batcher,
         }
     }
 
@@ -90,8 +100,17 @@ impl Grabber {
     }
 
     async fn grab_inner(&self, req: GrabRequest<'_>) -> ApiResult<Response> {
-        let now = Utc::now();
-        let cached_refusal = req.campaign.refusal(now);
+        let scope = Scope::user(req.user);
+        // A retry of a committed grab: answered from memory when this instance (or,
+        // through Redis, another) has seen the answer.
+        if let Some(resp) = self
+            .idempotency
+            .cached(&scope, req.key, req.fingerprint)
+            .await?
+        {
+            return Ok(resp);
+        }
+        let cached_refusal = req.campaign.refusal(Utc::now());
         // Sold out: a user holding no voucher of this campaign cannot be replaying a
         // grant, so the refusal needs no database at all.
         if matches!(cached_refusal, Some(ApiError::SoldOut))
@@ -102,7 +121,114 @@ impl Grabber {
         {
             return Err(ApiError::SoldOut);
         }
-        let scope = Scope::user(req.user);
+        match &self.batcher {
+            Some(batcher) => self.batched(batcher, req, scope, cached_refusal).await,
+            None => self.single(req, scope, cached_refusal).await,
+        }
+    }
+
+    /// The voucher a grant would issue, with its 201 body and its event, prepared
+    /// before any transaction opens.
+    fn prepare(
+        &self,
+        req: &GrabRequest<'_>,
+    ) -> ApiResult<(VoucherRow, Vec<u8>, serde_json::Value)> {
+        // Postgres keeps microseconds: round here so the body we store and replay
+        // matches what the wallet reads back.
+        let issued_at = Utc::now().trunc_subsecs(6);
+        let row = VoucherRow {
+            id: Uuid::now_v7(),
+            code: VoucherCode::generate().as_str().to_string(),
+            campaign_id: req.campaign.id,
+            user_id: req.user.as_str().to_string(),
+            status: "issued".into(),
+            discount: req.campaign.discount.clone(),
+            min_order_amount: req.campaign.min_order_amount,
+            issued_at,
+            expires_at: issued_at + ChronoDuration::seconds(req.campaign.valid_for_seconds.into()),
+            redeemed_at: None,
+            order_id: None,
+            redemption_id: None,
+        };
+        let response = ClaimResponse {
+            voucher: row.view(issued_at),
+        };
+        let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+        let event = serde_json::json!({"voucher": response.voucher, "user_id": req.user.as_str()});
+        Ok((row, body, event))
+    }
+
+    /// Batched: wait for this key's in-flight twin, refuse from the snapshot (after
+    /// checking for a stored answer), else queue on the campaign's batch writer.
+    async fn batched(
+        &self,
+        batcher: &Batcher,
+        req: GrabRequest<'_>,
+        scope: Scope,
+        cached_refusal: Option<ApiError>,
+    ) -> ApiResult<Response> {
+        let _in_flight = self.idempotency.acquire(&scope, req.key).await?;
+        if let Some(resp) = self
+            .idempotency
+            .cached(&scope, req.key, req.fingerprint)
+            .await?
+        {
+            return Ok(resp);
+        }
+        if let Some(refusal) = cached_refusal {
+            let stored = self
+                .idempotency
+                .stored(&self.db, &scope, req.key, req.fingerprint)
+                .await?;
+            return stored.ok_or(refusal);
+        }
+        let (voucher, body, event) = self.prepare(&req)?;
+        let grab = Prepared {
+            scope: scope.as_str().to_string(),
+            key: req.key.as_str().to_string(),
+            fingerprint: req.fingerprint.to_vec(),
+            voucher,
+            body: body.clone(),
+            event_id: Uuid::now_v7(),
+            event,
+        };
+        match batcher.submit(req.campaign, grab).await {
+            Settled::Granted => {
+                self.idempotency
+                    .remember(
+                        &scope,
+                        req.key,
+                        req.fingerprint,
+                        StatusCode::CREATED,
+                        &body,
+                        false,
+                    )
+                    .await;
+                Ok(json_bytes_response(StatusCode::CREATED, body))
+            }
+            Settled::KeyTaken => self
+                .idempotency
+                .stored(&self.db, &scope, req.key, req.fingerprint)
+                .await?
+                // Claimed by a transaction still open in another instance.
+                .ok_or(ApiError::IdempotencyKeyInUse),
+            Settled::Refused(e) => {
+                if matches!(e, ApiError::SoldOut | ApiError::CampaignNotActive(_)) {
+                    // The snapshot said open and Postgres disagrees: refresh it.
+                    self.cache.invalidate(CampaignId(req.campaign.id)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One transaction per grant (`GRAB_MODE=single`).
+    async fn single(
+        &self,
+        req: GrabRequest<'_>,
+        scope: Scope,
+        cached_refusal: Option<ApiError>,
+    ) -> ApiResult<Response> {
         let begun = self
             .idempotency
             .begin(&self.db, &scope, req.key, req.fingerprint, || {
@@ -132,35 +258,10 @@ impl Grabber {
             return Err(ApiError::LimitReached);
         }
 
-        // Postgres keeps microseconds: round here so the body we store and replay
-        // matches what the wallet reads back.
-        let issued_at = Utc::now().trunc_subsecs(6);
-        let row = VoucherRow {
-            id: Uuid::now_v7(),
-            code: VoucherCode::generate().as_str().to_string(),
-            campaign_id: campaign_id.0,
-            user_id: req.user.as_str().to_string(),
-            status: "issued".into(),
-            discount: req.campaign.discount.clone(),
-            min_order_amount: req.campaign.min_order_amount,
-            issued_at,
-            expires_at: issued_at + ChronoDuration::seconds(req.campaign.valid_for_seconds.into()),
-            redeemed_at: None,
-            order_id: None,
-            redemption_id: None,
-        };
+        let (row, body, event) = self.prepare(&req)?;
         vouchers::insert(&mut claim.tx, &row).await?;
-        let response = ClaimResponse {
-            voucher: row.view(issued_at),
-        };
-        let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
         claim.complete(StatusCode::CREATED, &body).await?;
-        events::record(
-            &mut claim.tx,
-            EventType::VoucherIssued,
-            &serde_json::json!({"voucher": response.voucher, "user_id": req.user.as_str()}),
-        )
-        .await?;
+        events::record(&mut claim.tx, EventType::VoucherIssued, &event).await?;
 
         // Last, so the hot campaign row is locked only from here to the commit. The
         // WHERE re-checks stock, pause and window against the committed row: the

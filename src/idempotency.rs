@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
+    cache::Redis,
     error::{ApiError, ApiResult},
     json,
 };
@@ -224,6 +225,10 @@ pub struct Claim {
     pub tx: Transaction<'static, Postgres>,
     scope: Scope,
     key: IdempotencyKey,
+    fingerprint: Vec<u8>,
+    /// The response stored by `complete`, cached once the commit succeeds.
+    answer: Option<(StatusCode, Vec<u8>)>,
+    store: Store,
     _in_flight: InFlightGuard,
 }
 
@@ -240,24 +245,181 @@ impl Claim {
         .bind(body)
         .execute(&mut *self.tx)
         .await?;
+        self.answer = Some((status, body.to_vec()));
         Ok(())
     }
 
     pub async fn commit(self) -> ApiResult<()> {
         self.tx.commit().await?;
+        if let Some((status, body)) = &self.answer {
+            self.store
+                .remember(
+                    &self.scope,
+                    &self.key,
+                    &self.fingerprint,
+                    *status,
+                    body,
+                    false,
+                )
+                .await;
+        }
         Ok(())
     }
 }
 
 /// The idempotency store: Postgres for the records, plus an in-process map so that
 /// duplicates arriving at one instance queue in memory instead of each holding a
-/// database connection while they wait.
-#[derive(Clone, Default)]
+/// database connection while they wait, plus a cache of recent committed answers.
+#[derive(Clone)]
 pub struct Store {
     in_flight: InFlight,
+    /// Committed records never change (until purged after the TTL), so a copy may
+    /// answer a retry without Postgres. In process first, then Redis.
+    recent: moka::future::Cache<(String, String), Arc<Stored>>,
+    redis: Option<Redis>,
+}
+
+/// A committed answer, as cached.
+pub struct Stored {
+    fingerprint: Vec<u8>,
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Stored {
+    fn replay(&self, fingerprint: &[u8]) -> ApiResult<Response> {
+        if self.fingerprint != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        Ok(replayed_response(self.status as i16, self.body.clone()))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.fingerprint.len() + 3 + self.body.len());
+        v.push(self.fingerprint.len() as u8);
+        v.extend_from_slice(&self.fingerprint);
+        v.extend_from_slice(&self.status.to_be_bytes());
+        v.extend_from_slice(&self.body);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Stored> {
+        let n = *v.first()? as usize;
+        let fingerprint = v.get(1..1 + n)?.to_vec();
+        let status = u16::from_be_bytes(v.get(1 + n..3 + n)?.try_into().ok()?);
+        Some(Stored {
+            fingerprint,
+            status,
+            body: v.get(3 + n..)?.to_vec(),
+        })
+    }
+}
+
+/// How long a committed answer stays in the caches (far below any IDEMPOTENCY_TTL).
+const RECENT_TTL: Duration = Duration::from_secs(600);
+
+fn redis_key(scope: &Scope, key: &IdempotencyKey) -> Vec<u8> {
+    format!("voucherd:idem:{}\n{}", scope.as_str(), key.as_str()).into_bytes()
 }
 
 impl Store {
+    pub fn new(redis: Option<Redis>) -> Self {
+        Store {
+            in_flight: InFlight::default(),
+            recent: moka::future::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(RECENT_TTL)
+                .build(),
+            redis,
+        }
+    }
+
+    /// A replay from the caches, if this key's answer is there.
+    pub async fn cached(
+        &self,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+    ) -> ApiResult<Option<Response>> {
+        let k = (scope.as_str().to_string(), key.as_str().to_string());
+        if let Some(stored) = self.recent.get(&k).await {
+            return stored.replay(fingerprint).map(Some);
+        }
+        if let Some(redis) = &self.redis
+            && let Some(stored) = redis
+                .get_bytes(&redis_key(scope, key))
+                .await
+                .and_then(|v| Stored::decode(&v))
+        {
+            let stored = Arc::new(stored);
+            self.recent.insert(k, stored.clone()).await;
+            return stored.replay(fingerprint).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Caches an answer that has committed. `share` also puts it in Redis for other
+    /// instances (done for answers read back from Postgres, i.e. actual retries, to
+    /// keep the grant path free of extra round trips).
+    pub async fn remember(
+        &self,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+        status: StatusCode,
+        body: &[u8],
+        share: bool,
+    ) {
+        let stored = Arc::new(Stored {
+            fingerprint: fingerprint.to_vec(),
+            status: status.as_u16(),
+            body: body.to_vec(),
+        });
+        if share && let Some(redis) = &self.redis {
+            redis
+                .set_bytes_px(
+                    &redis_key(scope, key),
+                    &stored.encode(),
+                    RECENT_TTL.as_millis() as u64,
+                )
+                .await;
+        }
+        self.recent
+            .insert(
+                (scope.as_str().to_string(), key.as_str().to_string()),
+                stored,
+            )
+            .await;
+    }
+
+    /// Waits for any in-flight request with this key in this process to finish.
+    pub async fn acquire(&self, scope: &Scope, key: &IdempotencyKey) -> ApiResult<InFlightGuard> {
+        self.in_flight.acquire(scope, key).await
+    }
+
+    /// The stored answer from Postgres (caching it on the way), or `None`.
+    pub async fn stored(
+        &self,
+        pool: &PgPool,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+    ) -> ApiResult<Option<Response>> {
+        let Some((stored, resp)) = lookup(pool, scope, key, fingerprint).await? else {
+            return Ok(None);
+        };
+        self.remember(
+            scope,
+            key,
+            &stored.fingerprint,
+            StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+            &stored.body,
+            true,
+        )
+        .await;
+        Ok(Some(resp))
+    }
+
     /// Replays a committed key, or opens the effect's transaction with the key claimed.
     /// `precheck` runs between the two: a refusal it returns (validation, a campaign
     /// that is not open) is answered without a transaction and without recording the
@@ -274,12 +436,18 @@ impl Store {
     ) -> ApiResult<Begun> {
         // Retries of a finished request are the common case in a retry storm: answer
         // them without queueing behind the per-key lock.
-        if let Some(resp) = replay(pool, scope, key, fingerprint).await? {
+        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
+            return Ok(Begun::Replay(resp));
+        }
+        if let Some(resp) = self.stored(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
         }
         let guard = self.in_flight.acquire(scope, key).await?;
         // Look again: the request we waited for may have just committed.
-        if let Some(resp) = replay(pool, scope, key, fingerprint).await? {
+        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
+            return Ok(Begun::Replay(resp));
+        }
+        if let Some(resp) = self.stored(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
         }
         precheck()?;
@@ -305,24 +473,28 @@ impl Store {
                 tx,
                 scope: scope.clone(),
                 key: key.clone(),
+                fingerprint: fingerprint.to_vec(),
+                answer: None,
+                store: self.clone(),
                 _in_flight: guard,
             }));
         }
         // Another instance committed this key while we waited on the index.
         tx.rollback().await?;
-        match replay(pool, scope, key, fingerprint).await? {
+        match self.stored(pool, scope, key, fingerprint).await? {
             Some(resp) => Ok(Begun::Replay(resp)),
             None => Err(ApiError::IdempotencyKeyInUse),
         }
     }
 }
 
-async fn replay(
+/// Reads a committed record from Postgres: the record and its replay response.
+async fn lookup(
     pool: &PgPool,
     scope: &Scope,
     key: &IdempotencyKey,
     fingerprint: &[u8],
-) -> ApiResult<Option<Response>> {
+) -> ApiResult<Option<(Stored, Response)>> {
     let record: Option<Record> = sqlx::query_as(
         "SELECT fingerprint, status_code, response_body FROM idempotency_keys
          WHERE scope = $1 AND key = $2",
@@ -339,10 +511,13 @@ async fn replay(
     else {
         return Ok(None);
     };
-    if stored != fingerprint {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    Ok(Some(replayed_response(status_code, body)))
+    let stored = Stored {
+        fingerprint: stored,
+        status: status_code as u16,
+        body,
+    };
+    let resp = stored.replay(fingerprint)?;
+    Ok(Some((stored, resp)))
 }
 
 fn replayed_response(status_code: i16, body: Vec<u8>) -> Response {
@@ -409,7 +584,7 @@ type InFlightMap = HashMap<InFlightKey, Arc<tokio::sync::Mutex<()>>>;
 #[derive(Clone, Default)]
 struct InFlight(Arc<Mutex<InFlightMap>>);
 
-struct InFlightGuard {
+pub struct InFlightGuard {
     owner: InFlight,
     key: InFlightKey,
     lock: Option<tokio::sync::OwnedMutexGuard<()>>,

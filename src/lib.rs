@@ -2,6 +2,7 @@
 //! shared state, the router and its middleware, start-up, serving and shutdown.
 
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod campaigns;
 pub mod config;
@@ -131,10 +132,18 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         })
         .transpose()
         .context("REDIS_URL")?;
-    let cache = CampaignCache::new(redis);
-    let idempotency = idempotency::Store::default();
+    let cache = CampaignCache::new(redis.clone());
+    let idempotency = idempotency::Store::new(redis);
+    let batcher = match settings.grab_mode {
+        config::GrabMode::Batched => Some(batch::Batcher::new(
+            db.clone(),
+            settings.grab_batch_max,
+            settings.grab_writers,
+        )),
+        config::GrabMode::Single => None,
+    };
     Ok(AppState {
-        grabber: Grabber::new(db.clone(), cache.clone(), idempotency.clone()),
+        grabber: Grabber::new(db.clone(), cache.clone(), idempotency.clone(), batcher),
         auth: AuthKeys::new(&settings.jwt_secret, settings.admin_token.clone()),
         db,
         cache,

@@ -4,7 +4,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Grab, TestApp, tally, token, unique};
+use crate::helpers::{Grab, RedisMode, TestApp, tally, token, unique};
 
 /// Fires one grab per user, all at once, and returns the answers.
 pub async fn crowd(app: &TestApp, campaign: &str, users: usize) -> Vec<Grab> {
@@ -18,11 +18,24 @@ pub async fn crowd(app: &TestApp, campaign: &str, users: usize) -> Vec<Grab> {
     .await
 }
 
+/// Both ways of writing grants must keep every promise: each core test runs twice.
+async fn app_in(mode: &str) -> std::sync::Arc<TestApp> {
+    TestApp::spawn_with(RedisMode::Real, &[("GRAB_MODE", mode)]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_users_share_a_stock_of_one_hundred() {
-    let app = TestApp::spawn().await;
+    stock_of_one_hundred(&*app_in("batched").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_users_share_a_stock_of_one_hundred_one_grant_per_transaction() {
+    stock_of_one_hundred(&*app_in("single").await).await;
+}
+
+async fn stock_of_one_hundred(app: &TestApp) {
     let campaign = app.campaign(100, 1).await;
-    let grabs = crowd(&app, &campaign, 2000).await;
+    let grabs = crowd(app, &campaign, 2000).await;
     let t = tally(&grabs);
     assert_eq!(t.get(&(201, String::new())), Some(&100), "{t:?}");
     assert_eq!(t.get(&(409, "sold_out".into())), Some(&1900), "{t:?}");
@@ -43,7 +56,15 @@ async fn two_thousand_users_share_a_stock_of_one_hundred() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_user_with_limit_three_gets_exactly_three_of_two_hundred_grabs() {
-    let app = TestApp::spawn().await;
+    limit_three(&*app_in("batched").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_user_with_limit_three_one_grant_per_transaction() {
+    limit_three(&*app_in("single").await).await;
+}
+
+async fn limit_three(app: &TestApp) {
     let campaign = app.campaign(1000, 3).await;
     let t = token(&unique("greedy"));
     let grabs =
@@ -82,7 +103,15 @@ async fn a_paused_refusal_is_not_recorded_and_succeeds_after_resume() {
 
 #[tokio::test]
 async fn a_sold_out_refusal_succeeds_once_stock_is_added() {
-    let app = TestApp::spawn().await;
+    restock(&*app_in("batched").await).await;
+}
+
+#[tokio::test]
+async fn a_sold_out_refusal_succeeds_once_stock_is_added_one_grant_per_transaction() {
+    restock(&*app_in("single").await).await;
+}
+
+async fn restock(app: &TestApp) {
     let campaign = app.campaign(1, 1).await;
     let first_user = token(&unique("early"));
     assert_eq!(
@@ -157,4 +186,55 @@ async fn unknown_and_ended_campaigns_are_refused() {
         (StatusCode::CONFLICT, "campaign_not_active")
     );
     app.assert_invariants(id).await;
+}
+
+/// A batch that cannot commit (here: the campaign row is held by another transaction
+/// past the lock bound) fails every grab in it with a retryable 503 and writes
+/// nothing; the same keys succeed once the row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_batch_fails_its_waiters_with_no_effect() {
+    for mode in ["batched", "single"] {
+        let app = app_in(mode).await;
+        let campaign = app.campaign(100, 1).await;
+        let id = uuid::Uuid::parse_str(&campaign).unwrap();
+        let mut blocker = app.db.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let run = unique("blocked");
+        let users: Vec<(String, String)> = (0..20)
+            .map(|i| (token(&format!("{run}-{i}")), unique("k")))
+            .collect();
+        let first = join_all(users.iter().map(|(t, k)| app.grab(t, &campaign, k))).await;
+        for g in &first {
+            assert_eq!(
+                (g.status, g.code()),
+                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+                "{mode}"
+            );
+        }
+        blocker.rollback().await.unwrap();
+        let written: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM vouchers WHERE campaign_id = $1)
+                  + (SELECT count(*) FROM user_claims WHERE campaign_id = $1)
+                  + (SELECT count(*) FROM idempotency_keys WHERE key = ANY($2))",
+        )
+        .bind(id)
+        .bind(users.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(written, 0, "{mode}: a failed batch wrote something");
+        let retried = join_all(users.iter().map(|(t, k)| app.grab(t, &campaign, k))).await;
+        assert!(
+            retried
+                .iter()
+                .all(|g| g.status == StatusCode::CREATED && !g.replayed),
+            "{mode}"
+        );
+        let c = app.assert_invariants(&campaign).await;
+        assert_eq!(c["issued"], 20);
+    }
 }

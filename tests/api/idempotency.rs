@@ -5,11 +5,17 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::helpers::{TestApp, campaign_body, token, unique};
+use crate::helpers::{RedisMode, TestApp, campaign_body, token, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_grabs_with_one_key_issue_one_voucher() {
-    let app = TestApp::spawn().await;
+    for mode in ["batched", "single"] {
+        one_key_fifty_times(&*TestApp::spawn_with(RedisMode::Real, &[("GRAB_MODE", mode)]).await)
+            .await;
+    }
+}
+
+async fn one_key_fifty_times(app: &TestApp) {
     let campaign = app.campaign(100, 5).await;
     let t = token(&unique("retrier"));
     let key = unique("k");
