@@ -392,7 +392,7 @@ async fn create(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => claim,
+        Begun::Fresh(claim) => *claim,
     };
     let id = CampaignId::new();
     let starts_at = req.body.starts_at.unwrap_or_else(Utc::now);
@@ -429,7 +429,7 @@ async fn update(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => claim,
+        Begun::Fresh(claim) => *claim,
     };
     let row = apply_update(&mut claim.tx, id, &req.body)
         .await?

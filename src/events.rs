@@ -223,7 +223,7 @@ async fn replay_dead_letter(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::DeadLetterNotFound)?;
     let mut claim = match req.begin(&state, &Scope::admin(), || Ok(())).await? {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => claim,
+        Begun::Fresh(claim) => *claim,
     };
     let event: Event = sqlx::query_as(
         "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = now(),

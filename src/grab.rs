@@ -237,7 +237,7 @@ impl Grabber {
             .await?;
         let mut claim = match begun {
             Begun::Replay(resp) => return Ok(resp),
-            Begun::Fresh(claim) => claim,
+            Begun::Fresh(claim) => *claim,
         };
         let campaign_id = CampaignId(req.campaign.id);
 

@@ -216,7 +216,7 @@ pub enum Begun {
     /// The key's effect already committed: send this stored response again.
     Replay(Response),
     /// The key is ours: do the effect in `claim.tx`, then `complete` and commit.
-    Fresh(Claim),
+    Fresh(Box<Claim>),
 }
 
 /// An open transaction holding the key. Dropping it without committing rolls the
@@ -469,7 +469,7 @@ impl Store {
         .rows_affected()
             == 1;
         if claimed {
-            return Ok(Begun::Fresh(Claim {
+            return Ok(Begun::Fresh(Box::new(Claim {
                 tx,
                 scope: scope.clone(),
                 key: key.clone(),
@@ -477,7 +477,7 @@ impl Store {
                 answer: None,
                 store: self.clone(),
                 _in_flight: guard,
-            }));
+            })));
         }
         // Another instance committed this key while we waited on the index.
         tx.rollback().await?;

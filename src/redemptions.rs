@@ -190,7 +190,7 @@ async fn redeem(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => claim,
+        Begun::Fresh(claim) => *claim,
     };
     let now = Utc::now();
     let voucher = owned_voucher(&mut claim.tx, &code, &user).await?;
@@ -270,7 +270,7 @@ async fn rollback(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
     let mut claim = match req.begin(&state, &Scope::user(&user), || Ok(())).await? {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => claim,
+        Begun::Fresh(claim) => *claim,
     };
     let row: Option<RedemptionRow> = sqlx::query_as(
         "UPDATE redemptions SET status = 'rolled_back', rolled_back_at = now()
