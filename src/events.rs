@@ -1,8 +1,6 @@
-//! The transactional outbox: every effect writes its event in its own transaction;
-//! a sequencer numbers committed events so readers can page by `seq` without gaps;
-//! admins read the log and the dead letters here.
-
-use std::time::Duration;
+//! The transactional outbox: every effect writes its event in its own transaction,
+//! numbered so readers can page by `seq` without gaps; admins read the log and the
+//! dead letters here.
 
 use axum::{
     Json, Router,
@@ -14,7 +12,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -98,42 +96,10 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
 }
 
-/// Numbers committed events. One instance at a time holds the advisory lock, and it
-/// only sees committed rows, so numbers are handed out in visibility order.
-pub async fn sequence(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7318250001)")
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
-        return Ok(0);
-    }
-    let n = sqlx::query(
-        "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS top FROM events),
-              todo AS (SELECT id, row_number() OVER (ORDER BY pos) AS rn
-                       FROM events WHERE seq IS NULL ORDER BY pos LIMIT 10000)
-         UPDATE events e SET seq = base.top + todo.rn
-         FROM todo, base WHERE e.id = todo.id",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(n)
-}
-
-/// Runs the sequencer until the process stops: immediately again while there is a
-/// backlog, otherwise every 50 ms.
-pub async fn run_sequencer(pool: PgPool) {
-    loop {
-        match sequence(&pool).await {
-            Ok(10000) => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "event sequencing failed; will retry"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Only events of transactions older than every transaction still running are
+/// listed: `seq` carries the inserting transaction's id in its high bits, so anything
+/// that commits later sorts after what a reader has already seen.
+const VISIBLE: &str = "seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -171,10 +137,10 @@ async fn list(
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<EventPage>> {
     let (after, limit) = page_params(&params)?;
-    let items: Vec<Event> = sqlx::query_as(
+    let items: Vec<Event> = sqlx::query_as(&format!(
         "SELECT id, seq, type, occurred_at, data FROM events
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
+             WHERE seq > $1 AND {VISIBLE} ORDER BY seq LIMIT $2"
+    ))
     .bind(after)
     .bind(limit)
     .fetch_all(&state.db)

@@ -334,7 +334,8 @@ impl Store {
         }
     }
 
-    /// A replay from the caches, if this key's answer is there.
+    /// A replay from this process's cache, if this key's answer is there. Free
+    /// enough to ask on every request.
     pub async fn cached(
         &self,
         scope: &Scope,
@@ -342,20 +343,39 @@ impl Store {
         fingerprint: &[u8],
     ) -> ApiResult<Option<Response>> {
         let k = (scope.as_str().to_string(), key.as_str().to_string());
-        if let Some(stored) = self.recent.get(&k).await {
-            return stored.replay(fingerprint).map(Some);
+        match self.recent.get(&k).await {
+            Some(stored) => stored.replay(fingerprint).map(Some),
+            None => Ok(None),
         }
-        if let Some(redis) = &self.redis
-            && let Some(stored) = redis
-                .get_bytes(&redis_key(scope, key))
-                .await
-                .and_then(|v| Stored::decode(&v))
-        {
-            let stored = Arc::new(stored);
-            self.recent.insert(k, stored.clone()).await;
-            return stored.replay(fingerprint).map(Some);
-        }
-        Ok(None)
+    }
+
+    /// A replay shared through Redis by another instance. Asked only where the
+    /// alternative is Postgres, so fresh requests never pay a Redis round trip.
+    async fn shared(
+        &self,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+    ) -> ApiResult<Option<Response>> {
+        let Some(redis) = &self.redis else {
+            return Ok(None);
+        };
+        let Some(stored) = redis
+            .get_bytes(&redis_key(scope, key))
+            .await
+            .and_then(|v| Stored::decode(&v))
+        else {
+            return Ok(None);
+        };
+        let stored = Arc::new(stored);
+        let resp = stored.replay(fingerprint)?;
+        self.recent
+            .insert(
+                (scope.as_str().to_string(), key.as_str().to_string()),
+                stored,
+            )
+            .await;
+        Ok(Some(resp))
     }
 
     /// Caches an answer that has committed. `share` also puts it in Redis for other
@@ -397,7 +417,8 @@ impl Store {
         self.in_flight.acquire(scope, key).await
     }
 
-    /// The stored answer from Postgres (caching it on the way), or `None`.
+    /// The stored answer: from Redis if another instance shared it, else from
+    /// Postgres (caching it on the way); `None` if the key has no committed effect.
     pub async fn stored(
         &self,
         pool: &PgPool,
@@ -405,6 +426,9 @@ impl Store {
         key: &IdempotencyKey,
         fingerprint: &[u8],
     ) -> ApiResult<Option<Response>> {
+        if let Some(resp) = self.shared(scope, key, fingerprint).await? {
+            return Ok(Some(resp));
+        }
         let Some((stored, resp)) = lookup(pool, scope, key, fingerprint).await? else {
             return Ok(None);
         };

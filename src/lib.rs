@@ -271,7 +271,7 @@ impl Drop for Workers {
     }
 }
 
-/// Starts the idempotency purger, the hot-table vacuum, the event sequencer and,
+/// Starts the idempotency purger, the hot-table vacuum and,
 /// when `WEBHOOK_URL` is set, the webhook dispatcher.
 pub fn spawn_workers(state: &AppState) -> Workers {
     // reqwest is built without a default TLS backend; use ring, already linked for JWTs.
@@ -283,7 +283,6 @@ pub fn spawn_workers(state: &AppState) -> Workers {
             state.settings.idempotency_ttl,
         )),
         tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
-        tokio::spawn(events::run_sequencer(db.clone())),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");

@@ -72,7 +72,7 @@ async fn claim(pool: &PgPool, lease: Duration) -> Result<Vec<Claimed>, sqlx::Err
         "UPDATE events SET attempts = attempts + 1,
                            next_attempt_at = now() + make_interval(secs => $2)
          WHERE id IN (SELECT id FROM events
-                      WHERE delivery = 'pending' AND seq IS NOT NULL AND next_attempt_at <= now()
+                      WHERE delivery = 'pending' AND next_attempt_at <= now()
                       ORDER BY next_attempt_at LIMIT $1
                       FOR UPDATE SKIP LOCKED)
          RETURNING id, seq, type, occurred_at, data, attempts",

@@ -329,3 +329,56 @@ async fn the_event_log_pages_by_seq() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A reader paging by `seq` never skips an event: while a transaction that wrote an
+/// event is still open, events committed after it are held back, and once it commits
+/// its event comes first.
+#[tokio::test]
+async fn the_event_log_holds_back_events_behind_an_open_transaction() {
+    let app = TestApp::spawn().await;
+    let mut open = app.db.begin().await.unwrap();
+    let early = Uuid::now_v7();
+    sqlx::query("INSERT INTO events (id, type, data) VALUES ($1, 'test.early', '{}')")
+        .bind(early)
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    let campaign = app.campaign(1, 1).await;
+    let listed = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let later: String = sqlx::query_scalar(
+        "SELECT id::text FROM events WHERE type = 'campaign.created' AND data -> 'campaign' ->> 'id' = $1",
+    )
+    .bind(&campaign)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let while_open = app.admin_get("/v1/admin/events?after=0&limit=1000").await;
+    assert!(
+        !listed(&while_open).contains(&later),
+        "a later event was listed ahead of an open one"
+    );
+    open.commit().await.unwrap();
+    let page = app.admin_get("/v1/admin/events?after=0&limit=1000").await;
+    let mut after = page["next_after"].as_i64().unwrap();
+    let mut ids = listed(&page);
+    while !ids.contains(&later) {
+        let more = app
+            .admin_get(&format!("/v1/admin/events?after={after}&limit=1000"))
+            .await;
+        assert!(
+            !more["items"].as_array().unwrap().is_empty(),
+            "event never listed"
+        );
+        after = more["next_after"].as_i64().unwrap();
+        ids.extend(listed(&more));
+    }
+    let pos = |id: &str| ids.iter().position(|x| x == id).expect("listed");
+    assert!(pos(&early.to_string()) < pos(&later));
+}

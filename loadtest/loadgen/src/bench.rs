@@ -43,6 +43,48 @@ pub struct Args {
     /// Stock of the hot campaign (must outlast the run).
     #[arg(long, default_value_t = 10_000_000)]
     pub stock: i64,
+    /// voucherd's process id (for `--url`), to report its CPU time per request.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The `--compare-url` instance's process id.
+    #[arg(long)]
+    pub compare_pid: Option<u32>,
+    /// Postgres, read for transactions per request (`pg_stat_database`).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// CPU time (user + system) of a process, in microseconds.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000) // USER_HZ is 100 on Linux
+}
+
+/// CPU time of every Postgres server process, in microseconds.
+fn postgres_cpu_us() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains("(postgres)"))
+        })
+        .filter_map(cpu_us)
+        .sum()
+}
+
+/// Committed transactions in the whole cluster so far.
+async fn commits(db: &Option<sqlx::PgPool>) -> Option<i64> {
+    let db = db.as_ref()?;
+    sqlx::query_scalar("SELECT sum(xact_commit)::bigint FROM pg_stat_database")
+        .fetch_one(db)
+        .await
+        .ok()
 }
 
 #[derive(Serialize, Clone)]
@@ -54,6 +96,12 @@ struct Row {
     /// Answers other than the path's expected status.
     unexpected: u64,
     requests: u64,
+    /// voucherd CPU per request, when its pid was given.
+    server_cpu_us: Option<f64>,
+    /// CPU of all Postgres processes per request.
+    postgres_cpu_us: Option<f64>,
+    /// Postgres commits per request.
+    transactions: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -269,10 +317,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     ]);
 
+    let db = match &args.database_url {
+        Some(url) => Some(sqlx::PgPool::connect(url).await?),
+        None => None,
+    };
     let mut rows: Vec<Row> = Vec::new();
     for (name, target, step) in paths {
         eprintln!("bench: {name} ...");
+        let pid = if args.compare_url.is_some() && name == args.compare_label {
+            args.compare_pid
+        } else {
+            args.server_pid
+        };
+        let cpu0 = pid.and_then(cpu_us);
+        let pg0 = postgres_cpu_us();
+        let tx0 = commits(&db).await;
         let (n, bad, h) = measure(&target, args.connections, args.duration, step).await;
+        let per = |d: Option<f64>| d.map(|d| (d / (n.max(1) as f64) * 100.0).round() / 100.0);
+        let server_cpu_us = per(pid
+            .and_then(cpu_us)
+            .zip(cpu0)
+            .map(|(a, b)| a.saturating_sub(b) as f64));
+        let pg_cpu = per(Some(postgres_cpu_us().saturating_sub(pg0) as f64));
+        let transactions = per(commits(&db).await.zip(tx0).map(|(a, b)| (a - b) as f64));
         let rate = (n as f64 / args.duration.as_secs_f64()).round();
         let ceiling = rows.first().map_or(rate, |r| r.requests_per_s).max(1.0);
         rows.push(Row {
@@ -282,6 +349,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             latency: report::latency(&h),
             unexpected: bad,
             requests: n,
+            server_cpu_us,
+            postgres_cpu_us: pg_cpu,
+            transactions,
         });
     }
     let audit = api
@@ -315,21 +385,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn markdown(b: &Bench) -> String {
     let mut s = format!(
         "Measured {} on {}; {} connections, {} s per path after a 1 s warm-up, all paths in one run.\n\n\
-         | path | requests/s | ratio to /healthz | p50 ms | p99 ms | unexpected answers |\n|---|---:|---:|---:|---:|---:|\n",
+         | path | requests/s | ratio to /healthz | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         b.machine,
         b.connections,
         b.seconds_per_path
     );
+    let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v}"));
     for r in &b.rows {
         s += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
             r.path,
             r.requests_per_s,
             r.ratio_to_healthz,
             r.latency.p50_ms,
             r.latency.p99_ms,
-            r.unexpected
+            r.unexpected,
+            opt(r.server_cpu_us),
+            opt(r.postgres_cpu_us),
+            opt(r.transactions)
         );
     }
     s
