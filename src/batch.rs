@@ -25,7 +25,8 @@ pub struct Prepared {
     pub voucher: VoucherRow,
     pub body: Vec<u8>,
     pub event_id: Uuid,
-    pub event: serde_json::Value,
+    /// The `voucher.issued` event's data, already serialised.
+    pub event: String,
 }
 
 /// How one queued grab ended.
@@ -225,10 +226,15 @@ async fn commit(
     .bind(grabs.iter().map(|g| g.body.as_slice()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
-    let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
-    for (i, g) in grabs.iter().enumerate() {
-        if !claimed.contains(&(g.scope.clone(), g.key.clone())) {
-            outcome[i] = Some(Settled::KeyTaken);
+    if claimed.len() < n {
+        let claimed: HashSet<(&str, &str)> = claimed
+            .iter()
+            .map(|(s, k)| (s.as_str(), k.as_str()))
+            .collect();
+        for (i, g) in grabs.iter().enumerate() {
+            if !claimed.contains(&(g.scope.as_str(), g.key.as_str())) {
+                outcome[i] = Some(Settled::KeyTaken);
+            }
         }
     }
 
@@ -284,7 +290,7 @@ async fn commit(
             &mut tx,
             EventType::VoucherIssued,
             eligible.iter().map(|i| grabs[*i].event_id).collect(),
-            eligible.iter().map(|i| grabs[*i].event.clone()).collect(),
+            eligible.iter().map(|i| grabs[*i].event.as_str()).collect(),
         )
         .await?;
     }
@@ -344,7 +350,11 @@ async fn commit(
                 &mut tx,
                 EventType::CampaignSoldOut,
                 vec![Uuid::now_v7()],
-                vec![serde_json::json!({"campaign_id": campaign.id, "total_stock": total})],
+                vec![
+                    serde_json::json!({"campaign_id": campaign.id, "total_stock": total})
+                        .to_string()
+                        .as_str(),
+                ],
             )
             .await?;
         }
@@ -385,9 +395,9 @@ async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     kind: EventType,
     ids: Vec<Uuid>,
-    data: Vec<serde_json::Value>,
+    data: Vec<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (id, type, data) SELECT i, $1, d FROM unnest($2::uuid[], $3::jsonb[]) AS x(i, d)")
+    sqlx::query("INSERT INTO events (id, type, data) SELECT i, $1, d::jsonb FROM unnest($2::uuid[], $3::text[]) AS x(i, d)")
         .bind(kind.as_str())
         .bind(ids)
         .bind(data)

@@ -129,10 +129,7 @@ impl Grabber {
 
     /// The voucher a grant would issue, with its 201 body and its event, prepared
     /// before any transaction opens.
-    fn prepare(
-        &self,
-        req: &GrabRequest<'_>,
-    ) -> ApiResult<(VoucherRow, Vec<u8>, serde_json::Value)> {
+    fn prepare(&self, req: &GrabRequest<'_>) -> ApiResult<(VoucherRow, Vec<u8>, String)> {
         // Postgres keeps microseconds: round here so the body we store and replay
         // matches what the wallet reads back.
         let issued_at = Utc::now().trunc_subsecs(6);
@@ -154,7 +151,16 @@ impl Grabber {
             voucher: row.view(issued_at),
         };
         let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
-        let event = serde_json::json!({"voucher": response.voucher, "user_id": req.user.as_str()});
+        #[derive(Serialize)]
+        struct Issued<'a> {
+            voucher: &'a Voucher,
+            user_id: &'a str,
+        }
+        let event = serde_json::to_string(&Issued {
+            voucher: &response.voucher,
+            user_id: req.user.as_str(),
+        })
+        .map_err(ApiError::internal)?;
         Ok((row, body, event))
     }
 
@@ -261,7 +267,12 @@ impl Grabber {
         let (row, body, event) = self.prepare(&req)?;
         vouchers::insert(&mut claim.tx, &row).await?;
         claim.complete(StatusCode::CREATED, &body).await?;
-        events::record(&mut claim.tx, EventType::VoucherIssued, &event).await?;
+        events::record(
+            &mut claim.tx,
+            EventType::VoucherIssued,
+            &serde_json::value::RawValue::from_string(event).map_err(ApiError::internal)?,
+        )
+        .await?;
 
         // Last, so the hot campaign row is locked only from here to the commit. The
         // WHERE re-checks stock, pause and window against the committed row: the
