@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 /// Where voucherd is and how to authenticate to it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Target {
-    /// voucherd's base URL.
+    /// voucherd's base URL; several, comma-separated, spread grabs over instances.
     #[arg(long, env = "VOUCHERD_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     #[arg(long, env = "ADMIN_TOKEN", default_value = "dev-only-admin-token")]
@@ -25,7 +25,10 @@ pub struct Target {
 #[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,
+    /// The first instance: admin calls and reads go here.
     pub base: String,
+    /// Every instance; grabs are spread over them.
+    bases: Vec<String>,
     admin: String,
     key: EncodingKey,
 }
@@ -48,9 +51,17 @@ impl Api {
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
             .build()?;
+        let bases: Vec<String> = t
+            .url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        anyhow::ensure!(!bases.is_empty(), "--url is empty");
         Ok(Api {
             http,
-            base: t.url.trim_end_matches('/').to_string(),
+            base: bases[0].clone(),
+            bases,
             admin: t.admin_token.clone(),
             key: EncodingKey::from_secret(t.jwt_secret.as_bytes()),
         })
@@ -108,9 +119,22 @@ impl Api {
 
     /// One grab attempt; `timeout` is the client's patience.
     pub async fn grab(&self, campaign: &str, token: &str, key: &str, timeout: Duration) -> Reply {
+        self.grab_on(0, campaign, token, key, timeout).await
+    }
+
+    /// One grab attempt on instance `n` (modulo the number of instances).
+    pub async fn grab_on(
+        &self,
+        n: usize,
+        campaign: &str,
+        token: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Reply {
+        let base = &self.bases[n % self.bases.len()];
         let sent = self
             .http
-            .post(format!("{}/v1/campaigns/{campaign}/claims", self.base))
+            .post(format!("{base}/v1/campaigns/{campaign}/claims"))
             .bearer_auth(token)
             .header("Idempotency-Key", key)
             .timeout(timeout)

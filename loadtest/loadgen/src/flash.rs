@@ -126,7 +126,17 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
     for attempt in 0..=ctx.retries {
         let sent = if attempt == 0 { due_at } else { Instant::now() };
         attempts += 1;
-        let reply = ctx.api.grab(&ctx.campaign, &token, &key, ctx.timeout).await;
+        // Each retry goes to the next instance, as a load balancer might send it.
+        let reply = ctx
+            .api
+            .grab_on(
+                i as usize + attempt as usize,
+                &ctx.campaign,
+                &token,
+                &key,
+                ctx.timeout,
+            )
+            .await;
         let done = Instant::now();
         let granted = matches!(reply, Reply::Answer { status: 201, .. });
         samples.push(Sample {
@@ -172,11 +182,26 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
         && (i as f64 * ctx.replay_fraction).fract() + ctx.replay_fraction >= 1.0
     {
         run.replay_checked = true;
-        let again = ctx
-            .api
-            .grab(&ctx.campaign, &token, &key, Duration::from_secs(30))
-            .await;
-        run.replay_mismatch = !matches!(again, Reply::Answer { status: 201, body: b, .. } if body_hash(&b) == body_hash(&body));
+        // Only an answer can differ: an instance that is down is asked again later
+        // (and the next one too), until one answers.
+        for attempt in 0..20u32 {
+            let n = i as usize + attempt as usize + 1;
+            match ctx
+                .api
+                .grab_on(n, &ctx.campaign, &token, &key, Duration::from_secs(30))
+                .await
+            {
+                Reply::Answer {
+                    status, body: b, ..
+                } => {
+                    run.replay_mismatch = !(status == 201 && body_hash(&b) == body_hash(&body));
+                    break;
+                }
+                Reply::NoAnswer => {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await
+                }
+            }
+        }
     }
     run
 }
