@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+// glibc's allocator was about 30% of the grant path's CPU under load (profiled with
+// perf); mimalloc's thread-local free lists cost a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "voucherd", version, about = "Flash-sale voucher service")]
 struct Cli {
