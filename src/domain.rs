@@ -222,3 +222,42 @@ mod tests {
         assert!(serde_json::from_value::<Discount>(v).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vnd() -> Currency {
+        Currency::try_from("VND".to_string()).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn percent_discount_is_the_floor_capped_and_never_overflows(
+            order in 1i64..=i64::MAX, bp in 1i32..=10_000, max in 1i64..=i64::MAX,
+        ) {
+            let d = Discount::Percent { basis_points: bp, max_amount: max, currency: vnd() };
+            let got = d.discount_on(order);
+            let exact = (order as i128 * bp as i128) / 10_000; // floor for positives
+            prop_assert_eq!(got as i128, exact.min(max as i128));
+            prop_assert!(got >= 0 && got <= order && got <= max);
+        }
+
+        #[test]
+        fn fixed_discount_never_exceeds_the_order(order in 1i64..=i64::MAX, amount in 1i64..=i64::MAX) {
+            let d = Discount::Fixed { amount, currency: vnd() };
+            prop_assert_eq!(d.discount_on(order), amount.min(order));
+        }
+
+        #[test]
+        fn voucher_codes_round_trip_and_strangers_are_refused(s in "\\PC{0,40}") {
+            let code = VoucherCode::generate();
+            prop_assert_eq!(VoucherCode::parse(&code.as_str().to_lowercase()).unwrap(), code);
+            if let Ok(c) = VoucherCode::parse(&s) {
+                prop_assert_eq!(c.as_str().len(), 16);
+                prop_assert!(c.as_str().bytes().all(|b| CODE_ALPHABET.contains(&b)));
+            }
+        }
+    }
+}

@@ -696,3 +696,90 @@ mod tests {
         assert_eq!(canonical_json(&json!({"k\"": "v"})), r#"{"k\"":"v"}"#);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON, nested a few levels.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Changes one leaf of a value, somewhere.
+    fn mutate(v: &Value, pick: usize) -> Value {
+        match v {
+            Value::Array(items) if !items.is_empty() => {
+                let mut items = items.clone();
+                let i = pick % items.len();
+                items[i] = mutate(&items[i], pick / 7);
+                Value::Array(items)
+            }
+            Value::Object(map) if !map.is_empty() => {
+                let mut map = map.clone();
+                let k = map.keys().nth(pick % map.len()).unwrap().clone();
+                let changed = mutate(&map[&k], pick / 7);
+                map.insert(k, changed);
+                Value::Object(map)
+            }
+            Value::Null => Value::Bool(false),
+            Value::Bool(b) => Value::Bool(!b),
+            Value::Number(n) => Value::from(n.as_i64().unwrap_or(0).wrapping_add(1)),
+            Value::String(s) => Value::String(format!("{s}x")),
+            Value::Array(_) => Value::Array(vec![Value::Null]),
+            Value::Object(_) => {
+                Value::Object([("k".to_string(), Value::Null)].into_iter().collect())
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn equal_json_has_an_equal_fingerprint(v in json()) {
+            let pretty: Value = serde_json::from_str(&serde_json::to_string_pretty(&v).unwrap()).unwrap();
+            prop_assert_eq!(fingerprint("POST", "/p", &v), fingerprint("POST", "/p", &pretty));
+            prop_assert_eq!(serde_json::from_str::<Value>(&canonical_json(&v)).unwrap(), v);
+        }
+
+        #[test]
+        fn any_change_changes_the_fingerprint(v in json(), pick in any::<usize>()) {
+            let changed = mutate(&v, pick);
+            prop_assume!(changed != v);
+            prop_assert_ne!(fingerprint("POST", "/p", &v), fingerprint("POST", "/p", &changed));
+        }
+
+        #[test]
+        fn valid_keys_parse_in_both_forms(key in "[!#-~][!-~]{6,253}[!#-~]") {
+            let bare = IdempotencyKey::parse(key.as_bytes()).unwrap();
+            prop_assert_eq!(bare.as_str(), key.as_str());
+            let quoted = format!("\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""));
+            prop_assert_eq!(IdempotencyKey::parse(quoted.as_bytes()).unwrap(), bare);
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_panicking(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(k) = IdempotencyKey::parse(&raw) {
+                prop_assert!((8..=255).contains(&k.as_str().len()));
+                prop_assert!(k.as_str().chars().all(|c| (' '..='~').contains(&c)));
+            }
+        }
+
+        #[test]
+        fn keys_of_the_wrong_length_are_refused(key in "[a-z]{0,7}|[a-z]{256,300}") {
+            prop_assert!(IdempotencyKey::parse(key.as_bytes()).is_err());
+        }
+    }
+}

@@ -99,3 +99,21 @@ pub fn cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
         .transpose()
         .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends as a body, parsing answers with a 4xx error or a
+        /// value: it never panics.
+        #[test]
+        fn any_body_parses_or_is_refused(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+            let bytes = Bytes::from(raw);
+            if let Ok(v) = parse_value(&bytes) {
+                let _ = from_body::<crate::json::EmptyBody>(&bytes, &v);
+            }
+        }
+    }
+}

@@ -176,7 +176,8 @@ fn grab_step(
 ) -> Step {
     let campaign = Arc::new(campaign);
     let run = Arc::new(run);
-    let tokens: Arc<Vec<String>> = Arc::new((0..USERS).map(|j| api.token(&user_of(&run, j))).collect());
+    let tokens: Arc<Vec<String>> =
+        Arc::new((0..USERS).map(|j| api.token(&user_of(&run, j))).collect());
     Arc::new(move |api: Api, i: u64| {
         let (campaign, run, tokens) = (campaign.clone(), run.clone(), tokens.clone());
         Box::pin(async move {
