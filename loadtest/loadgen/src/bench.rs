@@ -183,7 +183,7 @@ fn grab_step(
         Box::pin(async move {
             let token = &tokens[(i % USERS) as usize];
             match api
-                .grab(&campaign, &token, &key_of(&run, i), Duration::from_secs(30))
+                .grab(&campaign, token, &key_of(&run, i), Duration::from_secs(30))
                 .await
             {
                 Reply::Answer { status, code, .. } => status == want && code == want_code,
