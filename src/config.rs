@@ -39,6 +39,10 @@ pub struct Settings {
     pub grab_batch_max: usize,
     /// Batch writers per campaign; two let one batch write while another commits.
     pub grab_writers: usize,
+    /// Grabs and redemptions per second per user (also the burst); 0 turns it off.
+    pub rate_limit_user: u32,
+    /// The same per client IP (the connection's peer); 0 turns it off.
+    pub rate_limit_ip: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +211,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     };
     let grab_batch_max = number(&opt, "GRAB_BATCH_MAX", 512, 1..=10_000)?;
     let grab_writers = number(&opt, "GRAB_WRITERS", 2, 1..=16)?;
+    let rate_limit_user = number(&opt, "RATE_LIMIT_USER", 10, 0..=1_000_000)? as u32;
+    let rate_limit_ip = number(&opt, "RATE_LIMIT_IP", 0, 0..=1_000_000)? as u32;
 
     Ok(Settings {
         database_url: database_url.into(),
@@ -229,6 +235,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         grab_mode,
         grab_batch_max,
         grab_writers,
+        rate_limit_user,
+        rate_limit_ip,
     })
 }
 
@@ -351,6 +359,8 @@ mod tests {
             ("GRAB_MODE", "fast"),
             ("GRAB_BATCH_MAX", "0"),
             ("GRAB_WRITERS", "99"),
+            ("RATE_LIMIT_USER", "-1"),
+            ("RATE_LIMIT_IP", "lots"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

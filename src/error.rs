@@ -85,6 +85,8 @@ pub enum ApiError {
     RedemptionAlreadyRolledBack,
     #[error("no dead-lettered event with this id")]
     DeadLetterNotFound,
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
     /// A transient failure (database unreachable, lock wait exceeded): nothing was
     /// changed and the same request may be retried with the same key.
     #[error("{0}")]
@@ -118,6 +120,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -147,6 +150,7 @@ impl ApiError {
             RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
             DeadLetterNotFound => "dead_letter_not_found",
             Unavailable(_) => "service_unavailable",
+            RateLimited(_) => "rate_limited",
             Internal(_) => "internal_error",
         }
     }
@@ -216,6 +220,13 @@ impl IntoResponse for ApiError {
         }
         let code = self.code();
         let detail = self.to_string();
+        if let ApiError::RateLimited(secs) = self {
+            let mut response = problem_response(status, code, detail, None);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
         let (mut response, extra) = match self {
             ApiError::Validation(errors) => {
                 (problem_response(status, code, detail, Some(errors)), None)

@@ -26,6 +26,7 @@ use crate::{
     events::{self, EventType},
     idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, json_bytes_response},
     json::EmptyBody,
+    limits::ClientIp,
     vouchers::{self, Voucher, VoucherRow},
 };
 
@@ -318,14 +319,17 @@ impl Grabber {
         (status = 404, description = "campaign_not_found", body = crate::error::Problem),
         (status = 409, description = "sold_out, limit_reached, campaign_not_active or idempotency_key_in_use", body = crate::error::Problem),
         (status = 422, description = "idempotency_key_reused", body = crate::error::Problem),
+        (status = 429, description = "rate_limited, with Retry-After; the key is not recorded", body = crate::error::Problem),
         (status = 503, body = crate::error::Problem)),
     security(("user" = [])))]
 async fn claim(
     State(state): State<AppState>,
     User(user): User,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
+    state.limits.check(&user, ip)?;
     let id = CampaignId::parse(&id)?;
     let campaign = state
         .cache

@@ -12,6 +12,7 @@ pub mod events;
 pub mod grab;
 pub mod idempotency;
 pub mod json;
+pub mod limits;
 pub mod maintenance;
 pub mod ops;
 pub mod redemptions;
@@ -72,6 +73,7 @@ impl std::ops::Deref for AppState {
 /// The shared handles themselves.
 pub struct Shared {
     pub db: PgPool,
+    pub limits: limits::Limits,
     pub cache: CampaignCache,
     pub auth: AuthKeys,
     pub idempotency: idempotency::Store,
@@ -153,7 +155,9 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         )),
         config::GrabMode::Single => None,
     };
+    let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
     Ok(AppState(std::sync::Arc::new(Shared {
+        limits,
         grabber: Grabber::new(db.clone(), cache.clone(), idempotency.clone(), batcher),
         auth: AuthKeys::new(&settings.jwt_secret, settings.admin_token.clone()),
         db,
@@ -294,6 +298,7 @@ pub fn spawn_workers(state: &AppState) -> Workers {
             state.settings.idempotency_ttl,
         )),
         tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
+        tokio::spawn(state.limits.clone().run_cleanup()),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");

@@ -23,6 +23,7 @@ use crate::{
     events::{self, EventType},
     idempotency::{Begun, Claim, Idempotent, Scope, json_bytes_response},
     json::EmptyBody,
+    limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
 };
 
@@ -181,9 +182,11 @@ async fn finish(
 async fn redeem(
     State(state): State<AppState>,
     User(user): User,
+    ClientIp(ip): ClientIp,
     Path(code): Path<String>,
     req: Idempotent<RedeemRequest>,
 ) -> ApiResult<Response> {
+    state.limits.check(&user, ip)?;
     let code = VoucherCode::parse(&code)?;
     let mut claim = match req
         .begin(&state, &Scope::user(&user), || validate(&req.body))
@@ -264,9 +267,11 @@ async fn redeem(
 async fn rollback(
     State(state): State<AppState>,
     User(user): User,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
+    state.limits.check(&user, ip)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
     let mut claim = match req.begin(&state, &Scope::user(&user), || Ok(())).await? {
         Begun::Replay(resp) => return Ok(resp),

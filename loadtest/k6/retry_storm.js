@@ -34,12 +34,12 @@ export default function (data) {
   const user = `${RUN}-u${i}`;
   const key = `${RUN}-k${i}`;
   let first = grab(data.campaign, user, key, { timeout: __ENV.IMPATIENCE || '15ms' });
-  let answer = first.status !== 0 ? first : null;
+  let answer = first.status !== 0 && first.status !== 429 ? first : null;
   for (let attempt = 0; !answer && attempt < 8; attempt++) {
     retries.add(1);
     sleep(0.05 * (attempt + 1));
     const r = grab(data.campaign, user, key, { timeout: '10s' });
-    if (r.status !== 0) answer = r;
+    if (r.status !== 0 && r.status !== 429) answer = r;
   }
   // Once answered, ask once more: a grant must replay byte for byte.
   const again = answer && answer.status === 201 ? grab(data.campaign, user, key) : null;

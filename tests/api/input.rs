@@ -463,3 +463,67 @@ async fn hostile_requests_get_a_4xx_problem_never_a_500() {
     let c = app.assert_invariants(&campaign).await;
     assert_eq!(c["issued"], 0);
 }
+
+/// Too many grabs from one user, or from one address, are refused with 429 and
+/// Retry-After before their keys are looked at: nothing is recorded for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_refuse_with_429_and_record_nothing() {
+    for (setting, per_user) in [("RATE_LIMIT_USER", true), ("RATE_LIMIT_IP", false)] {
+        let app = TestApp::spawn_with(crate::helpers::RedisMode::Real, &[(setting, "3")]).await;
+        let campaign = app.campaign(100, 100).await;
+        let run = unique("burst");
+        let keys: Vec<String> = (0..12).map(|_| unique("k")).collect();
+        let grabs = futures::future::join_all(keys.iter().enumerate().map(|(i, k)| {
+            // One user for the per-user limit; a user each for the per-IP limit.
+            let t = token(&if per_user {
+                run.clone()
+            } else {
+                format!("{run}-{i}")
+            });
+            let (app, campaign) = (&app, &campaign);
+            async move { (k.clone(), app.grab(&t, campaign, k).await) }
+        }))
+        .await;
+        let limited: Vec<&String> = grabs
+            .iter()
+            .filter(|(_, g)| g.status == StatusCode::TOO_MANY_REQUESTS)
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            limited.len() >= 4,
+            "{setting}: only {} of 12 limited",
+            limited.len()
+        );
+        for (_, g) in grabs
+            .iter()
+            .filter(|(_, g)| g.status == StatusCode::TOO_MANY_REQUESTS)
+        {
+            assert_eq!(g.code(), "rate_limited");
+        }
+        let recorded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = ANY($1)")
+                .bind(limited.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(recorded, 0, "{setting}: a limited request was recorded");
+        let c = app.assert_invariants(&campaign).await;
+        assert_eq!(c["issued"].as_i64().unwrap(), 12 - limited.len() as i64);
+        let resp = app
+            .client
+            .post(app.url(&format!("/v1/campaigns/{campaign}/claims")))
+            .bearer_auth(token(&run))
+            .header("Idempotency-Key", unique("k"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(wait >= 1);
+        }
+    }
+}

@@ -159,6 +159,8 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
             Reply::Answer {
                 status: 409, code, ..
             } if code == "idempotency_key_in_use" => {}
+            // Rate limited: nothing was recorded; send the same key again.
+            Reply::Answer { status: 429, .. } => {}
             Reply::Answer { status, code, .. } if status < 500 => {
                 outcome = Outcome::Refused(if code.is_empty() {
                     status.to_string()
