@@ -114,8 +114,10 @@ pub struct VoucherTerms {
     pub discount: Discount,
     /// Smallest order, in minor units of the discount's currency, the voucher applies to.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub min_order_amount: i64,
     /// How long an issued voucher stays redeemable (60 to 31536000).
+    #[schema(minimum = 60, maximum = 31_536_000)]
     pub valid_for_seconds: i32,
 }
 
@@ -187,10 +189,13 @@ pub struct PublicCampaign {
 #[serde(deny_unknown_fields)]
 pub struct CreateCampaign {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub total_stock: i64,
     /// 1 to 100; defaults to 1.
+    #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i32>,
     /// Defaults to now.
     pub starts_at: Option<DateTime<Utc>>,
@@ -205,6 +210,7 @@ pub struct UpdateCampaign {
     pub paused: Option<bool>,
     pub ends_at: Option<DateTime<Utc>>,
     /// Stock only ever grows: 1 to 1,000,000,000 more.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub add_stock: Option<i64>,
 }
 
@@ -219,7 +225,10 @@ pub struct CampaignList {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 

@@ -90,7 +90,7 @@ impl VoucherCode {
 /// An ISO 4217 alphabetic code (three upper-case letters).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "VND")]
+#[schema(value_type = String, example = "VND", pattern = "^[A-Z]{3}$")]
 pub struct Currency(String);
 
 impl TryFrom<String> for Currency {
@@ -115,10 +115,16 @@ impl From<Currency> for String {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Discount {
     /// A fixed amount off.
-    Fixed { amount: i64, currency: Currency },
+    Fixed {
+        #[schema(minimum = 1)]
+        amount: i64,
+        currency: Currency,
+    },
     /// A share of the order in basis points (1/100 of a percent), capped at `max_amount`.
     Percent {
+        #[schema(minimum = 1, maximum = 10_000)]
         basis_points: i32,
+        #[schema(minimum = 1)]
         max_amount: i64,
         currency: Currency,
     },

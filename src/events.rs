@@ -105,8 +105,10 @@ const VISIBLE: &str = "seq < (pg_snapshot_xmin(pg_current_snapshot())::text::big
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Return events with `seq` greater than this (default 0).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

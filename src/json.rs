@@ -20,12 +20,16 @@ pub fn body_rejection(r: BytesRejection) -> ApiError {
     }
 }
 
-/// Parses a body into a JSON value; an empty body reads as `{}`.
+/// Parses a body into a JSON value; an empty body, or `null`, reads as `{}`.
 pub fn parse_value(bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let parsed = serde_json::from_slice(bytes).map(|v| match v {
+        Value::Null => Value::Object(Default::default()),
+        v => v,
+    });
+    parsed.map_err(|e| {
         ApiError::Malformed(format!(
             "the body is not valid JSON (line {}, column {})",
             e.line(),
@@ -41,7 +45,9 @@ pub fn from_body<T: DeserializeOwned>(bytes: &Bytes, value: &Value) -> Result<T,
     if !value.is_object() {
         return Err(ApiError::validation("", "the body must be a JSON object"));
     }
-    let result = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let empty = bytes.iter().all(u8::is_ascii_whitespace)
+        || value.as_object().is_some_and(|m| m.is_empty());
+    let result = if empty {
         serde_path_to_error::deserialize(value.clone())
     } else {
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))

@@ -32,7 +32,7 @@ use crate::AppState;
         crate::events::list, crate::events::dead_letters, crate::events::replay_dead_letter,
         healthz, readyz,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Problems),
     tags((name = "admin"), (name = "public"), (name = "users"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -55,6 +55,89 @@ impl Modify for Security {
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents the errors every operation can answer, as problem+json: the status
+/// codes from malformed input, authentication, conflicts and a database that is down
+/// (`503` with `Retry-After`), so clients and contract tests see the real contract.
+struct Problems;
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, RefOr, ResponseBuilder, schema::Ref};
+        const PROBLEM: &str = "application/problem+json";
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM,
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (op, mutating) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                // The key's documented shape is the bare form; the quoted form is
+                // accepted too (see the API description).
+                for param in op.parameters.iter_mut().flatten() {
+                    if let RefOr::T(param) = param
+                        && param.name == "Idempotency-Key"
+                    {
+                        param.required = utoipa::openapi::Required::True;
+                        param.schema = Some(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String)
+                                .pattern(Some("^[!#-~][!-~]{6,253}[!#-~]$"))
+                                .into(),
+                        );
+                    }
+                }
+                for (code, response) in op.responses.responses.iter_mut() {
+                    if (code.starts_with('4') || code.starts_with('5'))
+                        && let RefOr::T(r) = response
+                        && let Some(c) = r.content.shift_remove("application/json")
+                    {
+                        r.content.insert(PROBLEM.to_string(), c);
+                    }
+                }
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut codes = vec![
+                    ("400", "malformed_request or an invalid header"),
+                    ("404", "not_found, or the resource's own *_not_found code"),
+                    ("422", "validation_failed (with `errors`)"),
+                    (
+                        "503",
+                        "service_unavailable or timeout, with Retry-After; nothing changed",
+                    ),
+                ];
+                if secured {
+                    codes.push(("401", "unauthorized, with WWW-Authenticate: Bearer"));
+                    codes.push(("403", "forbidden"));
+                }
+                if mutating {
+                    codes.push((
+                        "409",
+                        "a refusal or idempotency_key_in_use (with Retry-After)",
+                    ));
+                    codes.push(("413", "payload_too_large (over 64 KiB)"));
+                    codes.push(("429", "rate_limited, with Retry-After"));
+                }
+                for (code, description) in codes {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| RefOr::T(problem(description)));
+                }
+            }
+        }
     }
 }
 

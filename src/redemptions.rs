@@ -37,8 +37,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RedeemRequest {
     /// The checkout's order id, 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub order_id: String,
     /// The order total in minor units, > 0.
+    #[schema(minimum = 1)]
     pub order_amount: i64,
     pub currency: Currency,
 }

@@ -120,7 +120,10 @@ pub struct VoucherList {
 pub struct WalletParams {
     pub status: Option<VoucherStatus>,
     /// 1 to 100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
