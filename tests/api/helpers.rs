@@ -330,9 +330,10 @@ pub fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
     m
 }
 
-/// A TCP proxy in front of the real Redis that a test can cut ("killed": open
-/// connections dropped, new ones refused) or freeze (connections stay open, nothing
-/// is forwarded), to stage Redis faults mid-load without touching the shared server.
+/// A TCP proxy in front of a real server (Redis, Postgres) that a test can cut
+/// ("killed": open connections dropped, new ones refused) or freeze (connections
+/// stay open, nothing is forwarded), to stage faults mid-load without touching the
+/// shared server.
 pub struct RedisProxy {
     pub url: String,
     mode: tokio::sync::watch::Sender<ProxyMode>,
@@ -346,13 +347,21 @@ pub enum ProxyMode {
 }
 
 impl RedisProxy {
+    /// In front of the tests' Redis; `url` points at the proxy.
     pub async fn start() -> RedisProxy {
         let upstream = redis_url();
         let rest = upstream.trim_start_matches("redis://");
         let (target, db) = rest.split_once('/').unwrap_or((rest, "0"));
+        let proxy = Self::to(target).await;
+        let url = format!("redis://{}/{db}", proxy.url);
+        RedisProxy { url, ..proxy }
+    }
+
+    /// In front of `target` (host:port); `url` is the proxy's host:port.
+    pub async fn to(target: &str) -> RedisProxy {
         let target = target.to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}/{db}", listener.local_addr().unwrap());
+        let url = listener.local_addr().unwrap().to_string();
         let (mode, _) = tokio::sync::watch::channel(ProxyMode::Pass);
         let modes = mode.clone();
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! against real Postgres and Redis.
 
 mod cache;
+mod faults;
 mod grab;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,75 @@
+//! Postgres going away mid-session: voucherd answers 503 with Retry-After (never a
+//! 500, never a hang), says so on /readyz, changes nothing, and recovers by itself.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{ProxyMode, RedisMode, RedisProxy, TestApp, database_url, token, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_answers_503_and_the_pool_recovers() {
+    // The direct instance migrates the database and owns the campaign.
+    let direct = TestApp::spawn().await;
+    let campaign = direct.campaign(10, 5).await;
+    let (server, name) = database_url()
+        .rsplit_once('/')
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .unwrap();
+    let host = server
+        .rsplit_once('@')
+        .map_or(server.trim_start_matches("postgres://"), |(_, h)| h)
+        .to_string();
+    let proxy = RedisProxy::to(&host).await;
+    let via_proxy = format!(
+        "{}@{}/{name}",
+        server.rsplit_once('@').unwrap().0,
+        proxy.url
+    );
+    let app = TestApp::spawn_with(RedisMode::Real, &[("DATABASE_URL", via_proxy.as_str())]).await;
+    let t = token(&unique("patient"));
+    assert_eq!(
+        app.grab(&t, &campaign, &unique("k")).await.status,
+        StatusCode::CREATED
+    );
+
+    proxy.set(ProxyMode::Dead);
+    let key = unique("during-outage");
+    let refused = app.grab(&t, &campaign, &key).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/campaigns/{campaign}/claims")))
+        .bearer_auth(&t)
+        .header("Idempotency-Key", unique("k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+
+    proxy.set(ProxyMode::Pass);
+    // The same key succeeds once Postgres is back, without restarting voucherd.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let g = app.grab(&t, &campaign, &key).await;
+        if g.status == StatusCode::CREATED {
+            assert!(
+                !g.replayed,
+                "the refused attempt must not have been recorded"
+            );
+            break;
+        }
+        assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", g.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let c = direct.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 2);
+}
