@@ -11,7 +11,7 @@ ADMIN=${ADMIN_TOKEN:-dev-only-admin-token}
 export JWT_SECRET=${JWT_SECRET:-dev-only-jwt-secret-change-me-0123456789}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
-command -v oha >/dev/null || { echo "oha missing: cargo install oha --locked" >&2; exit 1; }
+command -v oha >/dev/null || { echo "oha missing: cargo install --locked oha" >&2; exit 1; }
 
 CID=$(curl -fsS -X POST "$V/v1/admin/campaigns" -H "Authorization: Bearer $ADMIN" \
   -H "Idempotency-Key: oha-$RANDOM$RANDOM" -H 'Content-Type: application/json' \

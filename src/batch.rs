@@ -14,7 +14,13 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{campaigns::CampaignRow, error::ApiError, events::EventType, vouchers::VoucherRow};
+use crate::{
+    campaigns::{self, CampaignRow},
+    dbwatch::DbWatch,
+    error::ApiError,
+    events::EventType,
+    vouchers::VoucherRow,
+};
 
 /// A grab ready to be granted: its voucher and its 201 body are prepared before it
 /// is queued, so the batch only writes.
@@ -53,6 +59,7 @@ struct Queue {
 #[derive(Clone)]
 pub struct Batcher {
     db: PgPool,
+    dbwatch: DbWatch,
     queues: Arc<Mutex<HashMap<Uuid, Queue>>>,
     max_batch: usize,
     writers: usize,
@@ -61,9 +68,10 @@ pub struct Batcher {
 const IDLE: Duration = Duration::from_secs(60);
 
 impl Batcher {
-    pub fn new(db: PgPool, max_batch: usize, writers: usize) -> Self {
+    pub fn new(db: PgPool, dbwatch: DbWatch, max_batch: usize, writers: usize) -> Self {
         Batcher {
             db,
+            dbwatch,
             queues: Arc::default(),
             max_batch: max_batch.max(1),
             writers: writers.max(1),
@@ -107,9 +115,10 @@ impl Batcher {
         let rx = Arc::new(tokio::sync::Mutex::new((rx, VecDeque::new())));
         let campaign = Arc::new(campaign);
         for _ in 0..self.writers {
-            let (rx, db, campaign, queues) = (
+            let (rx, db, watch, campaign, queues) = (
                 rx.clone(),
                 self.db.clone(),
+                self.dbwatch.clone(),
                 campaign.clone(),
                 self.queues.clone(),
             );
@@ -117,7 +126,7 @@ impl Batcher {
             tokio::spawn(async move {
                 while let Some(batch) = next_batch(&rx, max).await {
                     metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
-                    settle(&db, &campaign, batch).await;
+                    settle(&db, &watch, &campaign, batch).await;
                 }
                 let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
                 if queues
@@ -176,11 +185,15 @@ async fn next_batch(inbox: &Inbox, max: usize) -> Option<Vec<Pending>> {
 
 /// Commits one batch and answers every grab in it. Any database failure rolls the
 /// whole batch back and every grab in it gets a retryable error with no effect.
-async fn settle(db: &PgPool, campaign: &CampaignRow, batch: Vec<Pending>) {
-    let outcomes = match commit(db, campaign, &batch).await {
+async fn settle(db: &PgPool, watch: &DbWatch, campaign: &CampaignRow, batch: Vec<Pending>) {
+    // Postgres is down: fail at once rather than wait out the pool's connect retries.
+    let result = match watch.check() {
+        Ok(()) => commit(db, campaign, &batch).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(e) => {
-            let e = ApiError::from(e);
             tracing::warn!(error = ?e, size = batch.len(), "grant batch failed; nothing was written");
             batch
                 .iter()
@@ -319,7 +332,7 @@ async fn commit(
             Some(t) => t,
             None => {
                 // Paused, not started or over: nothing in this batch is granted.
-                let reason = current_refusal(&mut tx, campaign.id).await?;
+                let reason = campaigns::refusal_in(&mut tx, campaign.id).await?;
                 drop(tx);
                 return Ok(outcome
                     .into_iter()
@@ -439,15 +452,4 @@ async fn undo_late(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-async fn current_refusal(
-    tx: &mut Transaction<'_, Postgres>,
-    campaign: Uuid,
-) -> Result<ApiError, sqlx::Error> {
-    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
-        .bind(campaign)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.refusal(chrono::Utc::now()).unwrap_or(ApiError::SoldOut))
 }

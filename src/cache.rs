@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::{
     campaigns::{self, CampaignRow},
+    dbwatch::DbWatch,
     domain::{CampaignId, UserId},
     error::{ApiError, ApiResult},
 };
@@ -165,6 +166,7 @@ pub struct CampaignCache {
     /// Keyed by total stock: new stock makes a new (and no longer sold-out) entry.
     holders: moka::future::Cache<(CampaignId, i64), Arc<Holders>>,
     redis: Option<Redis>,
+    dbwatch: DbWatch,
 }
 
 /// `moka` shares one loader error between all waiters; rebuild an owned one.
@@ -178,7 +180,7 @@ fn shared_error(e: Arc<ApiError>) -> ApiError {
 }
 
 impl CampaignCache {
-    pub fn new(redis: Option<Redis>) -> Self {
+    pub fn new(redis: Option<Redis>, dbwatch: DbWatch) -> Self {
         CampaignCache {
             local: moka::future::Cache::builder()
                 .max_capacity(100_000)
@@ -189,6 +191,7 @@ impl CampaignCache {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             redis,
+            dbwatch,
         }
     }
 
@@ -212,6 +215,7 @@ impl CampaignCache {
         {
             return Ok(Some(Arc::new(row)));
         }
+        self.dbwatch.check()?;
         let row = campaigns::fetch(pool, id).await?;
         if let (Some(redis), Some(row)) = (&self.redis, &row)
             && let Ok(json) = serde_json::to_string(row)
@@ -241,6 +245,7 @@ impl CampaignCache {
         let holders = self
             .holders
             .try_get_with((id, campaign.total_stock), async {
+                self.dbwatch.check()?;
                 let users: Vec<String> =
                     sqlx::query_scalar("SELECT user_id FROM user_claims WHERE campaign_id = $1")
                         .bind(campaign.id)

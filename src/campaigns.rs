@@ -314,6 +314,21 @@ pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>,
         .await
 }
 
+/// Why a grant's conditional decrement took nothing (paused, not started, over,
+/// else sold out), read in the grant's own transaction.
+pub async fn refusal_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+) -> Result<crate::error::ApiError, sqlx::Error> {
+    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row
+        .refusal(Utc::now())
+        .unwrap_or(crate::error::ApiError::SoldOut))
+}
+
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     id: CampaignId,

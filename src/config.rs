@@ -43,6 +43,9 @@ pub struct Settings {
     pub rate_limit_user: u32,
     /// The same per client IP (the connection's peer); 0 turns it off.
     pub rate_limit_ip: u32,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +216,18 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     let grab_writers = number(&opt, "GRAB_WRITERS", 2, 1..=16)?;
     let rate_limit_user = number(&opt, "RATE_LIMIT_USER", 10, 0..=1_000_000)? as u32;
     let rate_limit_ip = number(&opt, "RATE_LIMIT_IP", 0, 0..=1_000_000)? as u32;
+    let max_connections = number(&opt, "MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
+    let header_read_timeout = duration(&opt, "HEADER_READ_TIMEOUT", Duration::from_secs(10))?;
+    if header_read_timeout.is_zero() || header_read_timeout > Duration::from_secs(300) {
+        return Err(err("HEADER_READ_TIMEOUT", "must be between 1ms and 300s"));
+    }
+    let body_read_timeout = duration(&opt, "BODY_READ_TIMEOUT", Duration::from_secs(10))?;
+    if body_read_timeout.is_zero() || body_read_timeout >= request_timeout {
+        return Err(err(
+            "BODY_READ_TIMEOUT",
+            "must be above 0 and below REQUEST_TIMEOUT",
+        ));
+    }
 
     Ok(Settings {
         database_url: database_url.into(),
@@ -237,6 +252,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         grab_writers,
         rate_limit_user,
         rate_limit_ip,
+        max_connections,
+        header_read_timeout,
+        body_read_timeout,
     })
 }
 
@@ -361,6 +379,9 @@ mod tests {
             ("GRAB_WRITERS", "99"),
             ("RATE_LIMIT_USER", "-1"),
             ("RATE_LIMIT_IP", "lots"),
+            ("MAX_CONNECTIONS", "0"),
+            ("HEADER_READ_TIMEOUT", "0s"),
+            ("BODY_READ_TIMEOUT", "15s"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

@@ -61,6 +61,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("no campaign with this id")]
     CampaignNotFound,
     #[error("no voucher with this code belongs to you")]
@@ -116,6 +118,7 @@ impl ApiError {
             | VoucherExpired
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -137,6 +140,7 @@ impl ApiError {
             Malformed(_) => "malformed_request",
             Validation(_) => "validation_failed",
             PayloadTooLarge => "payload_too_large",
+            BodyTimeout => "request_timeout",
             CampaignNotFound => "campaign_not_found",
             VoucherNotFound => "voucher_not_found",
             SoldOut => "sold_out",

@@ -11,7 +11,7 @@ use axum::{
 };
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -20,7 +20,8 @@ use crate::{
     auth::User,
     batch::{Batcher, Prepared, Settled},
     cache::CampaignCache,
-    campaigns::CampaignRow,
+    campaigns::{self, CampaignRow},
+    dbwatch::DbWatch,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
     events::{self, EventType},
@@ -52,21 +53,10 @@ pub struct GrabRequest<'a> {
 #[derive(Clone)]
 pub struct Grabber {
     db: PgPool,
+    dbwatch: DbWatch,
     cache: CampaignCache,
     idempotency: idempotency::Store,
     batcher: Option<Batcher>,
-}
-
-/// Why the conditional decrement found nothing to take.
-async fn refusal_reason(
-    tx: &mut Transaction<'_, Postgres>,
-    campaign: CampaignId,
-) -> ApiResult<ApiError> {
-    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
-        .bind(campaign.0)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.refusal(Utc::now()).unwrap_or(ApiError::SoldOut))
 }
 
 fn outcome(result: &ApiResult<Response>) -> &'static str {
@@ -80,12 +70,14 @@ fn outcome(result: &ApiResult<Response>) -> &'static str {
 impl Grabber {
     pub fn new(
         db: PgPool,
+        dbwatch: DbWatch,
         cache: CampaignCache,
         idempotency: idempotency::Store,
         batcher: Option<Batcher>,
     ) -> Self {
         Grabber {
             db,
+            dbwatch,
             cache,
             idempotency,
             batcher,
@@ -94,38 +86,54 @@ impl Grabber {
 
     /// Grants one voucher, replays an earlier answer for the same key, or refuses.
     /// A refusal changes nothing and leaves the key unrecorded.
-    pub async fn grab(&self, req: GrabRequest<'_>) -> ApiResult<Response> {
-        let result = self.grab_inner(req).await;
+    pub async fn grab(
+        &self,
+        campaign: CampaignId,
+        user: &UserId,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+    ) -> ApiResult<Response> {
+        // One async block, so every way out (replay, refusal, grant) is counted.
+        let result: ApiResult<Response> = async {
+            let scope = Scope::user(user);
+            // A retry of a committed grab this instance has answered: from memory, and
+            // before the campaign is looked up, so it is replayed even while Postgres is
+            // down and the campaign's snapshot has expired.
+            if let Some(resp) = self.idempotency.cached(&scope, key, fingerprint).await? {
+                return Ok(resp);
+            }
+            let campaign = self
+                .cache
+                .get(&self.db, campaign)
+                .await?
+                .ok_or(ApiError::CampaignNotFound)?;
+            let req = GrabRequest {
+                campaign: &campaign,
+                user,
+                key,
+                fingerprint,
+            };
+            let cached_refusal = req.campaign.refusal(Utc::now());
+            // Sold out: a user holding no voucher of this campaign cannot be replaying a
+            // grant, so the refusal needs no database at all.
+            if matches!(cached_refusal, Some(ApiError::SoldOut))
+                && !self
+                    .cache
+                    .may_hold(&self.db, req.campaign, req.user)
+                    .await?
+            {
+                return Err(ApiError::SoldOut);
+            }
+            // Everything past here needs Postgres.
+            self.dbwatch.check()?;
+            match &self.batcher {
+                Some(batcher) => self.batched(batcher, req, scope, cached_refusal).await,
+                None => self.single(req, scope, cached_refusal).await,
+            }
+        }
+        .await;
         metrics::counter!("voucherd_grabs_total", "outcome" => outcome(&result)).increment(1);
         result
-    }
-
-    async fn grab_inner(&self, req: GrabRequest<'_>) -> ApiResult<Response> {
-        let scope = Scope::user(req.user);
-        // A retry of a committed grab: answered from memory when this instance (or,
-        // through Redis, another) has seen the answer.
-        if let Some(resp) = self
-            .idempotency
-            .cached(&scope, req.key, req.fingerprint)
-            .await?
-        {
-            return Ok(resp);
-        }
-        let cached_refusal = req.campaign.refusal(Utc::now());
-        // Sold out: a user holding no voucher of this campaign cannot be replaying a
-        // grant, so the refusal needs no database at all.
-        if matches!(cached_refusal, Some(ApiError::SoldOut))
-            && !self
-                .cache
-                .may_hold(&self.db, req.campaign, req.user)
-                .await?
-        {
-            return Err(ApiError::SoldOut);
-        }
-        match &self.batcher {
-            Some(batcher) => self.batched(batcher, req, scope, cached_refusal).await,
-            None => self.single(req, scope, cached_refusal).await,
-        }
     }
 
     /// The voucher a grant would issue, with its 201 body and its event, prepared
@@ -288,7 +296,7 @@ impl Grabber {
         .fetch_optional(&mut *claim.tx)
         .await?;
         let Some((remaining, total_stock)) = taken else {
-            let reason = refusal_reason(&mut claim.tx, campaign_id).await?;
+            let reason = campaigns::refusal_in(&mut claim.tx, campaign_id.0).await?;
             drop(claim);
             // The snapshot said open and Postgres disagrees: refresh it.
             self.cache.invalidate(campaign_id).await;
@@ -331,18 +339,8 @@ async fn claim(
 ) -> ApiResult<Response> {
     state.limits.check(&user, ip)?;
     let id = CampaignId::parse(&id)?;
-    let campaign = state
-        .cache
-        .get(&state.db, id)
-        .await?
-        .ok_or(ApiError::CampaignNotFound)?;
     state
         .grabber
-        .grab(GrabRequest {
-            campaign: &campaign,
-            user: &user,
-            key: &req.key,
-            fingerprint: &req.fingerprint,
-        })
+        .grab(id, &user, &req.key, &req.fingerprint)
         .await
 }

@@ -11,6 +11,12 @@ use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 
+/// The whole-body deadline (`BODY_READ_TIMEOUT`), put in each request's extensions
+/// by the app: a body still arriving when it passes is refused with 408, so a client
+/// sending a byte at a time cannot hold a request open.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub std::time::Duration);
+
 /// Maps a failure to read the body: over the limit is 413, anything else is 400.
 pub fn body_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

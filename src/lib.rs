@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cache;
 pub mod campaigns;
 pub mod config;
+pub mod dbwatch;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -16,15 +17,16 @@ pub mod limits;
 pub mod maintenance;
 pub mod ops;
 pub mod redemptions;
+pub mod server;
 pub mod telemetry;
 pub mod vouchers;
 pub mod webhooks;
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware,
@@ -56,8 +58,6 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const LOCK_TIMEOUT: &str = "3s";
 const STATEMENT_TIMEOUT: &str = "5s";
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// Everything a request needs, behind one `Arc`: extractors clone the state once
 /// each, and cloning several caches and a pool per request showed up in profiles.
 #[derive(Clone)]
@@ -73,6 +73,7 @@ impl std::ops::Deref for AppState {
 /// The shared handles themselves.
 pub struct Shared {
     pub db: PgPool,
+    pub dbwatch: dbwatch::DbWatch,
     pub limits: limits::Limits,
     pub cache: CampaignCache,
     pub auth: AuthKeys,
@@ -145,11 +146,13 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         })
         .transpose()
         .context("REDIS_URL")?;
-    let cache = CampaignCache::new(redis.clone());
+    let dbwatch = dbwatch::DbWatch::default();
+    let cache = CampaignCache::new(redis.clone(), dbwatch.clone());
     let idempotency = idempotency::Store::new(redis);
     let batcher = match settings.grab_mode {
         config::GrabMode::Batched => Some(batch::Batcher::new(
             db.clone(),
+            dbwatch.clone(),
             settings.grab_batch_max,
             settings.grab_writers,
         )),
@@ -158,7 +161,14 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
-        grabber: Grabber::new(db.clone(), cache.clone(), idempotency.clone(), batcher),
+        grabber: Grabber::new(
+            db.clone(),
+            dbwatch.clone(),
+            cache.clone(),
+            idempotency.clone(),
+            batcher,
+        ),
+        dbwatch,
         auth: AuthKeys::new(&settings.jwt_secret, settings.admin_token.clone()),
         db,
         cache,
@@ -176,9 +186,13 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(campaigns::router())
         .merge(grab::router())
-        .merge(vouchers::router())
-        .merge(redemptions::router())
-        .merge(events::router())
+        .merge(
+            // Routes that always need Postgres: refused at once while it is down.
+            vouchers::router()
+                .merge(redemptions::router())
+                .merge(events::router())
+                .route_layer(middleware::from_fn_with_state(state.clone(), dbwatch::gate)),
+        )
         .merge(ops::router())
         .fallback(not_found)
         .layer(middleware::from_fn(ops::track_http))
@@ -200,6 +214,7 @@ pub fn app(state: AppState) -> Router {
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,
                 ))
+                .layer(Extension(json::BodyDeadline(state.settings.body_read_timeout)))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)
@@ -299,6 +314,7 @@ pub fn spawn_workers(state: &AppState) -> Workers {
         )),
         tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
         tokio::spawn(state.limits.clone().run_cleanup()),
+        tokio::spawn(state.dbwatch.clone().run(db.clone())),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");
@@ -308,13 +324,14 @@ pub fn spawn_workers(state: &AppState) -> Workers {
 }
 
 /// `voucherd serve`: migrate (unless told not to), start background tasks, serve
-/// until SIGTERM or Ctrl-C, then drain for at most `SHUTDOWN_GRACE`.
+/// until SIGTERM or Ctrl-C, then drain (see `server`).
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let db = pool(&settings)?;
     if settings.migrate_on_start {
         migrate(&settings, &db).await?;
     }
     let addr = settings.listen_addr;
+    let limits = server::ServerLimits::from_settings(&settings);
     let state = state(settings, db)?;
     let _workers = spawn_workers(&state);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -322,24 +339,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
     tracing::info!(%addr, "voucherd listening");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stop_tx.send(true);
-    });
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.context("serving")?,
-        () = deadline => tracing::warn!("drain deadline passed; closing remaining connections"),
-    }
+    server::run(listener, app(state), limits, shutdown_signal()).await;
     Ok(())
 }
 

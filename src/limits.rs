@@ -13,10 +13,7 @@ use axum::{
     extract::{ConnectInfo, FromRequestParts},
     http::request::Parts,
 };
-use governor::{
-    DefaultKeyedRateLimiter, Quota,
-    clock::{Clock, DefaultClock},
-};
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
 use crate::{
     domain::UserId,
@@ -48,16 +45,17 @@ impl Limits {
 
     /// Admits or refuses one request of `user` from `ip`.
     pub fn check(&self, user: &UserId, ip: Option<IpAddr>) -> ApiResult<()> {
-        let clock = DefaultClock::default();
+        // The limiter's own clock: building a clock calibrates it (CPUID and a
+        // timing loop), which measured at a fifth of voucherd's CPU per grab.
         if let (Some(limiter), Some(ip)) = (&self.ip, ip)
             && let Err(not_until) = limiter.check_key(&ip)
         {
-            return Err(refusal(not_until.wait_time_from(clock.now())));
+            return Err(refusal(not_until.wait_time_from(limiter.clock().now())));
         }
         if let Some(limiter) = &self.user
             && let Err(not_until) = limiter.check_key(&user.as_str().to_string())
         {
-            return Err(refusal(not_until.wait_time_from(clock.now())));
+            return Err(refusal(not_until.wait_time_from(limiter.clock().now())));
         }
         Ok(())
     }

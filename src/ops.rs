@@ -127,6 +127,7 @@ impl Modify for Problems {
                         "409",
                         "a refusal or idempotency_key_in_use (with Retry-After)",
                     ));
+                    codes.push(("408", "request_timeout: the body did not arrive within BODY_READ_TIMEOUT; nothing changed"));
                     codes.push(("413", "payload_too_large (over 64 KiB)"));
                     codes.push(("429", "rate_limited, with Retry-After"));
                 }
@@ -219,12 +220,14 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let postgres_ok = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.db),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
+    // Known down: say so at once rather than after the pool's connect retries.
+    let postgres_ok = !state.dbwatch.is_down()
+        && tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&state.db),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
     let redis = match state.cache.redis() {
         None => "disabled",
         Some(r) if r.ping().await => "ok",

@@ -1,13 +1,16 @@
 //! Test harness: starts a real voucherd on an ephemeral port against real Postgres
 //! and (optionally) real Redis, and offers typed helpers for the calls tests make.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
+
+/// Attempts `grab_settled` makes before calling the service stuck.
+const RETRIES: usize = 20;
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -101,14 +104,13 @@ impl TestApp {
         let workers = voucherd::spawn_workers(&state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                voucherd::app(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        let limits = voucherd::server::ServerLimits::from_settings(&state.settings);
+        let server = tokio::spawn(voucherd::server::run(
+            listener,
+            voucherd::app(state),
+            limits,
+            std::future::pending(),
+        ));
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .build()
@@ -234,6 +236,24 @@ impl TestApp {
         Grab::read(resp).await
     }
 
+    /// A grab as a well-behaved client makes it: a 503 (busy or down), a 429 or a
+    /// 409 `idempotency_key_in_use` promises nothing was done, so the same key is sent
+    /// again after the advertised `Retry-After` (capped, to keep tests short) until
+    /// a final answer arrives. Under a loaded CI machine a crowd of 2,000 can
+    /// legitimately outwait the pool; what must hold is the final answers.
+    pub async fn grab_settled(&self, token: &str, campaign: &str, key: &str) -> Grab {
+        for _ in 0..RETRIES {
+            let g = self.grab(token, campaign, key).await;
+            let retryable =
+                matches!(g.status.as_u16(), 503 | 429) || g.code() == "idempotency_key_in_use";
+            if !retryable {
+                return g;
+            }
+            tokio::time::sleep(g.retry_after.min(Duration::from_millis(500))).await;
+        }
+        panic!("no final answer to key {key} after {RETRIES} attempts");
+    }
+
     /// Checks the campaign's invariants through the audit endpoint and the rows.
     pub async fn assert_invariants(&self, campaign: &str) -> Value {
         let audit = self
@@ -273,6 +293,8 @@ pub async fn isolated_database(name: &str) -> String {
 pub struct Grab {
     pub status: StatusCode,
     pub replayed: bool,
+    /// `Retry-After`, zero when absent.
+    pub retry_after: Duration,
     pub bytes: Vec<u8>,
     pub body: Value,
 }
@@ -281,11 +303,18 @@ impl Grab {
     pub async fn read(resp: Response) -> Grab {
         let status = resp.status();
         let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or_default();
         let bytes = resp.bytes().await.unwrap().to_vec();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Grab {
             status,
             replayed,
+            retry_after,
             bytes,
             body,
         }

@@ -9,4 +9,5 @@ mod idempotency;
 mod input;
 mod lifecycle;
 mod ops;
+mod slow_clients;
 mod webhooks;

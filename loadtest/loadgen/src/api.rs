@@ -40,6 +40,8 @@ pub enum Reply {
         status: u16,
         code: String,
         body: Vec<u8>,
+        /// Whether the answer carried `Retry-After` (every 429 and 503 must).
+        retry_after: bool,
     },
     /// The client gave up (timeout) or the connection failed: the outcome is unknown.
     NoAnswer,
@@ -131,34 +133,66 @@ impl Api {
         key: &str,
         timeout: Duration,
     ) -> Reply {
+        let path = format!("/v1/campaigns/{campaign}/claims");
+        answer(self.post_on(n, &path, token, key, timeout)).await
+    }
+
+    /// A user's POST with an idempotency key, to instance `n`.
+    fn post_on(
+        &self,
+        n: usize,
+        path: &str,
+        token: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
         let base = &self.bases[n % self.bases.len()];
-        let sent = self
-            .http
-            .post(format!("{base}/v1/campaigns/{campaign}/claims"))
+        self.http
+            .post(format!("{base}{path}"))
             .bearer_auth(token)
             .header("Idempotency-Key", key)
             .timeout(timeout)
-            .send()
-            .await;
-        let Ok(resp) = sent else {
-            return Reply::NoAnswer;
-        };
-        let status = resp.status().as_u16();
-        let Ok(body) = resp.bytes().await else {
-            return Reply::NoAnswer;
-        };
-        let code = if status >= 400 {
-            serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v["code"].as_str().map(str::to_string))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Reply::Answer {
-            status,
-            code,
-            body: body.to_vec(),
-        }
+    }
+
+    /// One redemption attempt of voucher `code` on instance `n`, for an order that
+    /// the voucher's terms accept.
+    pub async fn redeem_on(
+        &self,
+        n: usize,
+        code: &str,
+        token: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Reply {
+        let path = format!("/v1/vouchers/{code}/redemptions");
+        let req = self.post_on(n, &path, token, key, timeout).json(
+            &json!({"order_id": format!("order-{key}"), "order_amount": 250_000, "currency": "VND"}),
+        );
+        answer(req).await
+    }
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> Reply {
+    let Ok(resp) = req.send().await else {
+        return Reply::NoAnswer;
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().contains_key("retry-after");
+    let Ok(body) = resp.bytes().await else {
+        return Reply::NoAnswer;
+    };
+    let code = if status >= 400 {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Reply::Answer {
+        status,
+        code,
+        body: body.to_vec(),
+        retry_after,
     }
 }

@@ -5,7 +5,7 @@
 //! with what Postgres holds.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     path::PathBuf,
     sync::Arc,
@@ -56,6 +56,20 @@ pub struct Args {
     /// Share of granted keys sent once more, to check the replay is byte-identical.
     #[arg(long, default_value_t = 0.02)]
     pub replay_fraction: f64,
+    /// Share of grants whose voucher is then redeemed (its own key, retried the same
+    /// way), so faults hit checkouts as well as grabs.
+    #[arg(long, default_value_t = 0.0)]
+    pub redeem_fraction: f64,
+    /// Send each key's first attempt to this many instances at once (the same key
+    /// racing itself across instances); every final answer must be identical.
+    #[arg(long, default_value_t = 1)]
+    pub fanout: usize,
+    /// A name for this run (a fault drill's name), carried into the report.
+    #[arg(long, default_value = "flash sale")]
+    pub label: String,
+    /// What is done to the system during the run, as the report should say it.
+    #[arg(long, default_value = "nothing")]
+    pub injected: String,
     /// Use this campaign instead of creating one.
     #[arg(long)]
     pub campaign: Option<String>,
@@ -78,6 +92,10 @@ struct KeyRun {
     attempts: u32,
     replay_checked: bool,
     replay_mismatch: bool,
+    /// For a share of the grants: the redemption of the voucher (`Granted` holds the
+    /// redemption's id).
+    redemption: Option<Outcome>,
+    redeemed_code: Option<String>,
 }
 
 struct Ctx {
@@ -88,6 +106,8 @@ struct Ctx {
     timeout: Duration,
     retries: u32,
     replay_fraction: f64,
+    redeem_fraction: f64,
+    fanout: usize,
     start: Instant,
 }
 
@@ -97,9 +117,14 @@ fn body_hash(b: &[u8]) -> u64 {
     h.finish()
 }
 
-fn voucher_id(body: &[u8]) -> Option<Uuid> {
+fn voucher_of(body: &[u8]) -> Option<Uuid> {
     let v: Value = serde_json::from_slice(body).ok()?;
     v["voucher"]["id"].as_str()?.parse().ok()
+}
+
+fn voucher_code(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    Some(v["voucher"]["code"].as_str()?.to_string())
 }
 
 /// Arrivals due by `t` seconds: the rate grows linearly to `peak` over `ramp`, then holds.
@@ -114,7 +139,79 @@ fn due(t: f64, peak: f64, ramp: f64) -> u64 {
     n as u64
 }
 
-/// Sends one key until it gets a definitive answer or runs out of retries.
+/// Whether an attempt's answer is final for its key (a grant, a replay or a refusal)
+/// or the same key must be sent again (no answer, 5xx, 429, the key still in flight).
+fn settled(reply: &Reply) -> bool {
+    match reply {
+        Reply::Answer { status: 201, .. } | Reply::Answer { status: 200, .. } => true,
+        Reply::Answer {
+            status: 409, code, ..
+        } if code == "idempotency_key_in_use" => false,
+        Reply::Answer { status: 429, .. } => false,
+        Reply::Answer { status, .. } => *status < 500,
+        Reply::NoAnswer => false,
+    }
+}
+
+/// Sends one request (built by `send` for attempt n) until it is answered for good
+/// or runs out of retries; every attempt becomes a sample. Returns the final answer.
+async fn until_answered<F, Fut>(
+    ctx: &Ctx,
+    first_due: Instant,
+    samples: &mut Vec<Sample>,
+    attempts: &mut u32,
+    send: F,
+) -> Option<Reply>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    for attempt in 0..=ctx.retries {
+        let sent = if attempt == 0 {
+            first_due
+        } else {
+            Instant::now()
+        };
+        *attempts += 1;
+        // Each retry goes to the next instance, as a load balancer might send it.
+        let reply = send(attempt as usize).await;
+        let done = Instant::now();
+        let (fault, missing_retry_after) = match &reply {
+            Reply::NoAnswer => (Some(0), false),
+            Reply::Answer {
+                status,
+                retry_after,
+                ..
+            } => (
+                (!settled(&reply)).then_some(*status),
+                matches!(status, 429 | 503) && !retry_after,
+            ),
+        };
+        samples.push(Sample {
+            at_ms: done.duration_since(ctx.start).as_millis() as u64,
+            latency_us: done.duration_since(sent).as_micros() as u64,
+            granted: matches!(reply, Reply::Answer { status: 201, .. }),
+            fault,
+            missing_retry_after,
+        });
+        if settled(&reply) {
+            return Some(reply);
+        }
+        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+    }
+    None
+}
+
+fn refusal(status: u16, code: String) -> String {
+    if code.is_empty() {
+        status.to_string()
+    } else {
+        code
+    }
+}
+
+/// Sends one key until it gets a definitive answer or runs out of retries; then, for
+/// a share of the grants, redeems the voucher the same way.
 async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
     let user = i % ctx.users;
     let token = ctx.api.token(&format!("{}-u{user}", ctx.run));
@@ -123,69 +220,69 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
     let mut attempts = 0;
     let mut outcome = Outcome::Unanswered;
     let mut first_body = None;
-    for attempt in 0..=ctx.retries {
-        let sent = if attempt == 0 { due_at } else { Instant::now() };
-        attempts += 1;
-        // Each retry goes to the next instance, as a load balancer might send it.
-        let reply = ctx
-            .api
-            .grab_on(
-                i as usize + attempt as usize,
-                &ctx.campaign,
-                &token,
-                &key,
-                ctx.timeout,
-            )
+    // With a fan-out, the same key goes to every instance at once; every final
+    // answer must then be the same bytes.
+    let fanout = ctx.fanout.max(1);
+    let tries = (0..fanout).map(|f| {
+        let (token, key) = (&token, &key);
+        async move {
+            let (mut samples, mut attempts) = (Vec::new(), 0);
+            let reply = until_answered(ctx, due_at, &mut samples, &mut attempts, |n| {
+                ctx.api
+                    .grab_on(i as usize + f + n, &ctx.campaign, token, key, ctx.timeout)
+            })
             .await;
-        let done = Instant::now();
-        let granted = matches!(reply, Reply::Answer { status: 201, .. });
-        samples.push(Sample {
-            at_ms: done.duration_since(ctx.start).as_millis() as u64,
-            latency_us: done.duration_since(sent).as_micros() as u64,
-            granted,
-        });
-        match reply {
-            Reply::Answer {
-                status: 201, body, ..
-            } => {
-                if let Some(voucher) = voucher_id(&body) {
-                    outcome = Outcome::Granted { voucher };
-                    first_body = Some(body);
-                } else {
-                    outcome = Outcome::Refused("unreadable 201 body".into());
-                }
-                break;
-            }
-            Reply::Answer {
-                status: 409, code, ..
-            } if code == "idempotency_key_in_use" => {}
-            // Rate limited: nothing was recorded; send the same key again.
-            Reply::Answer { status: 429, .. } => {}
-            Reply::Answer { status, code, .. } if status < 500 => {
-                outcome = Outcome::Refused(if code.is_empty() {
-                    status.to_string()
-                } else {
-                    code
-                });
-                break;
-            }
-            _ => {}
+            (reply, samples, attempts)
         }
-        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+    });
+    let mut fanout_mismatch = false;
+    let mut reply = None;
+    for (r, s, a) in futures::future::join_all(tries).await {
+        samples.extend(s);
+        attempts += a;
+        let hash = |r: &Option<Reply>| match r {
+            Some(Reply::Answer { status, body, .. }) => Some((*status, body_hash(body))),
+            _ => None,
+        };
+        match &reply {
+            None => reply = Some(r),
+            Some(first) => {
+                fanout_mismatch |=
+                    hash(first).is_some() && hash(&r).is_some() && hash(first) != hash(&r)
+            }
+        }
+    }
+    let reply = reply.flatten();
+    match reply {
+        Some(Reply::Answer {
+            status: 201, body, ..
+        }) => match voucher_of(&body) {
+            Some(voucher) => {
+                outcome = Outcome::Granted { voucher };
+                first_body = Some(body);
+            }
+            None => outcome = Outcome::Refused("unreadable 201 body".into()),
+        },
+        Some(Reply::Answer { status, code, .. }) => {
+            outcome = Outcome::Refused(refusal(status, code))
+        }
+        _ => {}
     }
     let mut run = KeyRun {
         outcome,
         samples,
         attempts,
-        replay_checked: false,
-        replay_mismatch: false,
+        replay_checked: fanout > 1,
+        replay_mismatch: fanout_mismatch,
+        redemption: None,
+        redeemed_code: None,
     };
-    if let Some(body) = first_body
-        && (i as f64 * ctx.replay_fraction).fract() + ctx.replay_fraction >= 1.0
+    if let Some(body) = &first_body
+        && picked(i, ctx.replay_fraction)
     {
         run.replay_checked = true;
-        // Only an answer can differ: an instance that is down is asked again later
-        // (and the next one too), until one answers.
+        // An instance that is down is asked again later (and the next one too),
+        // until one answers for good.
         for attempt in 0..20u32 {
             let n = i as usize + attempt as usize + 1;
             match ctx
@@ -193,30 +290,75 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
                 .grab_on(n, &ctx.campaign, &token, &key, Duration::from_secs(30))
                 .await
             {
-                Reply::Answer {
-                    status, body: b, ..
-                } => {
-                    run.replay_mismatch = !(status == 201 && body_hash(&b) == body_hash(&body));
+                // Only a final answer can differ; "retry later" (503, 429, the key
+                // in flight) is asked again like no answer at all.
+                reply @ Reply::Answer { .. } if settled(&reply) => {
+                    if let Reply::Answer {
+                        status, body: b, ..
+                    } = reply
+                    {
+                        run.replay_mismatch = !(status == 201 && body_hash(&b) == body_hash(body));
+                    }
                     break;
                 }
-                Reply::NoAnswer => {
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await
-                }
+                _ => tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await,
             }
         }
+    }
+    if let Some(body) = &first_body
+        && picked(i.wrapping_mul(7919), ctx.redeem_fraction)
+        && let Some(code) = voucher_code(body)
+    {
+        run.redemption = Some(redeem(ctx, i, &token, &code, &mut run).await);
+        run.redeemed_code = Some(code);
     }
     run
 }
 
-#[derive(Serialize)]
-struct Check {
-    name: &'static str,
-    ok: bool,
-    detail: String,
+/// Redeems a granted voucher with its own key, retried like a grab.
+async fn redeem(ctx: &Ctx, i: u64, token: &str, code: &str, run: &mut KeyRun) -> Outcome {
+    let key = format!("{}-r{i}", ctx.run);
+    let reply = until_answered(
+        ctx,
+        Instant::now(),
+        &mut run.samples,
+        &mut run.attempts,
+        |n| {
+            ctx.api
+                .redeem_on(i as usize + n, code, token, &key, ctx.timeout)
+        },
+    )
+    .await;
+    match reply {
+        Some(Reply::Answer {
+            status: 201, body, ..
+        }) => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["redemption"]["id"].as_str()?.parse().ok())
+            .map_or(Outcome::Refused("unreadable 201 body".into()), |id| {
+                Outcome::Granted { voucher: id }
+            }),
+        Some(Reply::Answer { status, code, .. }) => Outcome::Refused(refusal(status, code)),
+        _ => Outcome::Unanswered,
+    }
+}
+
+/// Whether key `i` is in the given share of keys (spread evenly over the run).
+fn picked(i: u64, fraction: f64) -> bool {
+    fraction > 0.0 && (i as f64 * fraction).fract() + fraction >= 1.0
+}
+
+#[derive(Serialize, serde::Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
 }
 
 #[derive(Serialize)]
 struct FlashReport {
+    label: String,
+    injected: String,
     machine: String,
     command: String,
     campaign: String,
@@ -233,6 +375,14 @@ struct FlashReport {
     unanswered_before_reconcile: u64,
     latency: Latency,
     outcomes: HashMap<String, u64>,
+    redemptions: HashMap<String, u64>,
+    /// Attempts without a usable answer, by kind, and the first and last second
+    /// (since the start) one was seen.
+    faults: BTreeMap<String, u64>,
+    fault_window_s: Option<(f64, f64)>,
+    /// The first and last second `/readyz` (polled every 200 ms on the first
+    /// instance) did not answer 200.
+    readyz_unready_s: Option<(f64, f64)>,
     replay_checks: u64,
     audit_ok: bool,
     checks: Vec<Check>,
@@ -254,6 +404,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout,
         retries: args.retries,
         replay_fraction: args.replay_fraction.clamp(0.0, 1.0),
+        redeem_fraction: args.redeem_fraction.clamp(0.0, 1.0),
+        fanout: args.fanout,
         start: Instant::now(),
     });
     eprintln!(
@@ -261,6 +413,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.grabs, ctx.users, args.stock, args.rate
     );
 
+    let unready = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readyz = tokio::spawn(poll_readyz(api.clone(), ctx.start, unready.clone()));
     // The open model: arrivals are scheduled by the clock, not by the answers.
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut tasks = Vec::with_capacity(args.grabs as usize);
@@ -288,6 +442,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         runs.push(t.await?);
     }
     let elapsed = ctx.start.elapsed().as_secs_f64();
+    readyz.abort();
+    let readyz_unready_s = {
+        let at = unready.lock().unwrap_or_else(|p| p.into_inner());
+        at.first()
+            .zip(at.last())
+            .map(|(a, b)| (*a as f64 / 1000.0, *b as f64 / 1000.0))
+    };
 
     // Every key the clients never heard back about is asked again until it answers:
     // each must resolve to at most one voucher.
@@ -302,6 +463,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         retries: 10,
         replay_fraction: 0.0,
+        redeem_fraction: 0.0,
+        fanout: 1,
         api: api.clone(),
         campaign: campaign.clone(),
         run: ctx.run.clone(),
@@ -312,8 +475,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let again = one(&recon, *i as u64, Instant::now()).await;
         runs[*i].outcome = again.outcome;
     }
+    // Likewise every redemption left unanswered, with its own key.
+    for (i, run) in runs.iter_mut().enumerate() {
+        if let (Some(Outcome::Unanswered), Some(code)) =
+            (&run.redemption, run.redeemed_code.clone())
+        {
+            let token = api.token(&format!("{}-u{}", recon.run, i as u64 % recon.users));
+            let again = redeem(&recon, i as u64, &token, &code, run).await;
+            run.redemption = Some(again);
+        }
+    }
 
-    let report = audit(
+    let mut report = audit(
         &args,
         &api,
         &campaign,
@@ -322,6 +495,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         elapsed,
     )
     .await?;
+    report.readyz_unready_s = readyz_unready_s;
     write(&args.out, &report)?;
     println!("{}", markdown(&report));
     anyhow::ensure!(
@@ -330,6 +504,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Records when (ms since `start`) the first instance's `/readyz` did not answer 200.
+async fn poll_readyz(api: Api, start: Instant, unready: Arc<std::sync::Mutex<Vec<u64>>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let ok = api
+            .http
+            .get(format!("{}/readyz", api.base))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            unready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(start.elapsed().as_millis() as u64);
+        }
+    }
 }
 
 /// Arrival time of grab `i` (the inverse of `due`).
@@ -395,8 +590,70 @@ async fn audit(
         .admin_get(&format!("/v1/admin/campaigns/{campaign}/audit"))
         .await?;
 
-    let check = |name, ok, detail: String| Check { name, ok, detail };
-    let checks = vec![
+    // Redemptions: what the clients were told against the rows.
+    let redeemed_rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT r.id, r.voucher_id, r.status FROM redemptions r
+         JOIN vouchers v ON v.id = r.voucher_id WHERE v.campaign_id = $1",
+    )
+    .bind(cid)
+    .fetch_all(&db)
+    .await?;
+    let mut redemptions: HashMap<String, u64> = HashMap::new();
+    let mut told_r: HashSet<Uuid> = HashSet::new();
+    for r in runs {
+        let name = match &r.redemption {
+            None => continue,
+            Some(Outcome::Granted { voucher }) => {
+                told_r.insert(*voucher);
+                "redeemed".to_string()
+            }
+            Some(Outcome::Refused(code)) => code.clone(),
+            Some(Outcome::Unanswered) => "unanswered".to_string(),
+        };
+        *redemptions.entry(name).or_default() += 1;
+    }
+    let live: HashSet<Uuid> = redeemed_rows
+        .iter()
+        .filter(|r| r.2 == "active")
+        .map(|r| r.0)
+        .collect();
+    let all_r: HashSet<Uuid> = redeemed_rows.iter().map(|r| r.0).collect();
+    let mut per_voucher: HashMap<Uuid, u32> = HashMap::new();
+    for r in &redeemed_rows {
+        *per_voucher.entry(r.1).or_default() += 1;
+    }
+    let doubly = per_voucher.values().filter(|n| **n > 1).count();
+
+    // Faults: attempts without a usable answer, when they happened, and how.
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut missing_retry_after = 0u64;
+    for s in runs.iter().flat_map(|r| r.samples.iter()) {
+        missing_retry_after += u64::from(s.missing_retry_after);
+        if let Some(status) = s.fault {
+            let name = match status {
+                0 => "no answer (timeout or connection)".to_string(),
+                409 => "409 idempotency_key_in_use".to_string(),
+                other => other.to_string(),
+            };
+            *faults.entry(name).or_default() += 1;
+            first = first.min(s.at_ms);
+            last = last.max(s.at_ms);
+        }
+    }
+    let fault_window_s = (first <= last).then(|| (first as f64 / 1000.0, last as f64 / 1000.0));
+    let server_errors: u64 = faults
+        .iter()
+        .filter(|(k, _)| k.starts_with('5') && k.as_str() != "503")
+        .map(|(_, v)| v)
+        .sum();
+
+    let check = |name: &str, ok, detail: String| Check {
+        name: name.to_string(),
+        ok,
+        detail,
+    };
+    let mut checks = vec![
         check(
             "issued_equals_201s",
             in_db.len() == told.len() && issued == told.len() as i64,
@@ -450,7 +707,53 @@ async fn audit(
             audit["ok"] == true,
             audit["checks"].to_string(),
         ),
+        check(
+            "no_500s",
+            server_errors == 0,
+            format!("{server_errors} answers were 5xx other than 503"),
+        ),
+        check(
+            "retry_after_on_429_and_503",
+            missing_retry_after == 0,
+            format!("{missing_retry_after} 429/503 answers without Retry-After"),
+        ),
     ];
+    if args.redeem_fraction > 0.0 {
+        let refused: u64 = redemptions
+            .iter()
+            .filter(|(k, _)| k.as_str() != "redeemed")
+            .map(|(_, v)| v)
+            .sum();
+        checks.extend([
+            check(
+                "acknowledged_redemptions_exist",
+                told_r.is_subset(&live),
+                format!(
+                    "{} acknowledged redemptions, {} missing or not active",
+                    told_r.len(),
+                    told_r.difference(&live).count()
+                ),
+            ),
+            check(
+                "no_unacknowledged_redemptions",
+                all_r.is_subset(&told_r),
+                format!(
+                    "{} redemption rows nobody was told of",
+                    all_r.difference(&told_r).count()
+                ),
+            ),
+            check(
+                "one_redemption_per_voucher",
+                doubly == 0,
+                format!("{doubly} vouchers with more than one redemption"),
+            ),
+            check(
+                "every_redemption_key_redeemed_once",
+                refused == 0,
+                format!("{refused} redemption keys refused or unanswered (each voucher is redeemed once, by one key)"),
+            ),
+        ]);
+    }
 
     let samples: Vec<Sample> = runs
         .iter()
@@ -462,6 +765,9 @@ async fn audit(
     }
     let attempts: u64 = runs.iter().map(|r| u64::from(r.attempts)).sum();
     Ok(FlashReport {
+        label: args.label.clone(),
+        injected: args.injected.clone(),
+        readyz_unready_s: None,
         machine: report::machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         campaign: campaign.to_string(),
@@ -474,10 +780,16 @@ async fn audit(
         responses_per_s: (samples.len() as f64 / elapsed).round(),
         grants_per_s: (told.len() as f64 / elapsed).round(),
         attempts,
-        retries: attempts - runs.len() as u64,
+        // Every key's first grab, and every redemption's first attempt, are not retries.
+        retries: attempts
+            - runs.len() as u64 * args.fanout.max(1) as u64
+            - runs.iter().filter(|r| r.redemption.is_some()).count() as u64,
         unanswered_before_reconcile: unanswered_before,
         latency: report::latency(&h),
         outcomes,
+        redemptions,
+        faults,
+        fault_window_s,
         replay_checks,
         audit_ok: checks.iter().all(|c| c.ok),
         checks,
@@ -489,14 +801,16 @@ fn markdown(r: &FlashReport) -> String {
     let mut outcomes: Vec<_> = r.outcomes.iter().collect();
     outcomes.sort();
     let mut s = format!(
-        "## Flash sale: {} grabs, {} users, stock {}\n\nMachine: {}.\nCommand: `{}`\n\n\
+        "## {}: {} grabs, {} users, stock {}\n\nInjected: {}.\nMachine: {}.\nCommand: `{}`\n\n\
          | figure | value |\n|---|---:|\n\
          | duration | {:.1} s |\n| responses/s | {} |\n| grants/s | {} |\n\
          | attempts (incl. {} retries) | {} |\n| unanswered before reconciliation | {} |\n\
          | latency p50 / p90 / p99 / max | {} / {} / {} / {} ms |\n\n| outcome | keys |\n|---|---:|\n",
+        r.label,
         r.grabs,
         r.users,
         r.stock,
+        r.injected,
         r.machine,
         r.command,
         r.duration_s,
@@ -512,6 +826,24 @@ fn markdown(r: &FlashReport) -> String {
     );
     for (k, v) in outcomes {
         s += &format!("| {k} | {v} |\n");
+    }
+    let mut redemptions: Vec<_> = r.redemptions.iter().collect();
+    redemptions.sort();
+    for (k, v) in redemptions {
+        s += &format!("| redemption: {k} | {v} |\n");
+    }
+    s += "\n| attempts without a usable answer | count |\n|---|---:|\n";
+    if r.faults.is_empty() {
+        s += "| none | 0 |\n";
+    }
+    for (k, v) in &r.faults {
+        s += &format!("| {k} | {v} |\n");
+    }
+    if let Some((a, b)) = r.fault_window_s {
+        s += &format!(
+            "\nFaults seen from {a:.1} s to {b:.1} s after the start ({:.1} s).\n",
+            b - a
+        );
     }
     s += &format!(
         "\n**Audit: {}**\n\n| check | ok | detail |\n|---|---|---|\n",

@@ -1,8 +1,11 @@
 //! loadgen: rehearses a flash sale against a running voucherd and proves the result
-//! (`flash`), and measures the hot paths side by side (`bench`).
+//! (`flash`), measures the hot paths side by side (`bench`), plays slow and abusive
+//! clients (`abuse`) and tabulates the fault drills (`drills-table`).
 
+mod abuse;
 mod api;
 mod bench;
+mod drills;
 mod flash;
 mod report;
 
@@ -21,6 +24,11 @@ enum Command {
     Flash(flash::Args),
     /// Closed-loop rates of the hot paths, each as a ratio to the /healthz ceiling.
     Bench(bench::Args),
+    /// Idle connections, slowloris heads and byte-by-byte bodies; reports when the
+    /// server cut each off.
+    Abuse(abuse::Args),
+    /// The fault drills' reports as one markdown table.
+    DrillsTable(drills::Args),
 }
 
 #[tokio::main]
@@ -30,5 +38,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Flash(args) => flash::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Abuse(args) => abuse::run(args).await,
+        Command::DrillsTable(args) => drills::run(args),
     }
 }

@@ -16,6 +16,11 @@ pub struct Sample {
     /// under overload is counted rather than hidden.
     pub latency_us: u64,
     pub granted: bool,
+    /// What went wrong, if the attempt got no usable answer: `None` for an answer
+    /// (a grant, a replay or a refusal), else the HTTP status (0: no answer at all).
+    pub fault: Option<u16>,
+    /// A 429 or 503 that did not say when to come back.
+    pub missing_retry_after: bool,
 }
 
 #[derive(Debug, Serialize, Clone)]
