@@ -5,11 +5,8 @@ use reqwest::StatusCode;
 
 use crate::helpers::{ProxyMode, RedisMode, RedisProxy, TestApp, database_url, token, unique};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_outage_answers_503_and_the_pool_recovers() {
-    // The direct instance migrates the database and owns the campaign.
-    let direct = TestApp::spawn().await;
-    let campaign = direct.campaign(10, 5).await;
+/// A voucherd whose Postgres connection runs through a proxy the test can cut.
+async fn behind_a_cuttable_proxy() -> (RedisProxy, std::sync::Arc<TestApp>) {
     let (server, name) = database_url()
         .rsplit_once('/')
         .map(|(s, n)| (s.to_string(), n.to_string()))
@@ -25,6 +22,15 @@ async fn postgres_outage_answers_503_and_the_pool_recovers() {
         proxy.url
     );
     let app = TestApp::spawn_with(RedisMode::Real, &[("DATABASE_URL", via_proxy.as_str())]).await;
+    (proxy, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_answers_503_and_the_pool_recovers() {
+    // The direct instance migrates the database and owns the campaign.
+    let direct = TestApp::spawn().await;
+    let campaign = direct.campaign(10, 5).await;
+    let (proxy, app) = behind_a_cuttable_proxy().await;
     let t = token(&unique("patient"));
     assert_eq!(
         app.grab(&t, &campaign, &unique("k")).await.status,
@@ -72,4 +78,52 @@ async fn postgres_outage_answers_503_and_the_pool_recovers() {
     }
     let c = direct.assert_invariants(&campaign).await;
     assert_eq!(c["issued"], 2);
+}
+
+/// A grab this instance answered is replayed from memory while Postgres is down,
+/// even once the campaign's cached snapshot has expired: the replay must not depend
+/// on looking the campaign up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_granted_key_is_replayed_during_an_outage_after_the_campaign_snapshot_expired() {
+    let direct = TestApp::spawn().await;
+    let campaign = direct.campaign(10, 1).await;
+    let (proxy, app) = behind_a_cuttable_proxy().await;
+    let t = token(&unique("retrier"));
+    let key = unique("granted-before-outage");
+    let first = app.grab(&t, &campaign, &key).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+
+    proxy.set(ProxyMode::Dead);
+    // The public read is served from the snapshot while one is cached (in process,
+    // then in Redis) and needs Postgres once none is: its 503 says the snapshot is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let resp = app
+            .client
+            .get(app.url(&format!("/v1/campaigns/{campaign}")))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the campaign snapshot never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let retry = app.grab(&t, &campaign, &key).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{:?}", retry.body);
+    assert!(retry.replayed);
+    assert_eq!(retry.bytes, first.bytes);
+    // A fresh key still needs Postgres, and is refused with nothing done.
+    let fresh = app.grab(&t, &campaign, &unique("k")).await;
+    assert_eq!(fresh.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.set(ProxyMode::Pass);
+    let c = direct.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 1);
 }
