@@ -74,11 +74,21 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
         bodies.push(tokio::spawn(until_cut_off(s, Some(b" "))));
     }
 
-    // While all of them hold connections, a real user is served.
-    let g = app
-        .grab(&token(&unique("patient")), &campaign, &unique("k"))
-        .await;
-    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+    // While all of them hold connections, a new user is accepted and served: on a
+    // connection of its own, not one the test's client already has open.
+    let newcomer = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let resp = newcomer
+        .post(app.url(&format!("/v1/campaigns/{campaign}/claims")))
+        .bearer_auth(token(&unique("patient")))
+        .header("Idempotency-Key", unique("k"))
+        .send()
+        .await
+        .expect("a new client was not served while the slow ones held connections");
+    assert_eq!(resp.status(), StatusCode::CREATED);
 
     for a in abusers {
         let said = a.await.unwrap();
