@@ -221,7 +221,11 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     if header_read_timeout.is_zero() || header_read_timeout > Duration::from_secs(300) {
         return Err(err("HEADER_READ_TIMEOUT", "must be between 1ms and 300s"));
     }
-    let body_read_timeout = duration(&opt, "BODY_READ_TIMEOUT", Duration::from_secs(10))?;
+    let body_read_timeout = duration(
+        &opt,
+        "BODY_READ_TIMEOUT",
+        crate::json::BodyDeadline::DEFAULT,
+    )?;
     if body_read_timeout.is_zero() || body_read_timeout >= request_timeout {
         return Err(err(
             "BODY_READ_TIMEOUT",

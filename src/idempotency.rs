@@ -175,7 +175,7 @@ where
         let deadline = req
             .extensions()
             .get::<json::BodyDeadline>()
-            .map_or(std::time::Duration::from_secs(10), |d| d.0);
+            .map_or(json::BodyDeadline::DEFAULT, |d| d.0);
         let bytes = tokio::time::timeout(deadline, Bytes::from_request(req, state))
             .await
             .map_err(|_| ApiError::BodyTimeout)?

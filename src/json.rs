@@ -17,6 +17,11 @@ use crate::error::{ApiError, FieldError};
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub std::time::Duration);
 
+impl BodyDeadline {
+    /// `BODY_READ_TIMEOUT`'s default.
+    pub const DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+}
+
 /// Maps a failure to read the body: over the limit is 413, anything else is 400.
 pub fn body_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
