@@ -7,10 +7,10 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -124,9 +124,10 @@ impl Batcher {
             );
             let max = self.max_batch;
             tokio::spawn(async move {
+                let mut conn = Held::default();
                 while let Some(batch) = next_batch(&rx, max).await {
                     metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
-                    settle(&db, &watch, &campaign, batch).await;
+                    settle(&db, &mut conn, &watch, &campaign, batch).await;
                 }
                 let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
                 if queues
@@ -183,12 +184,61 @@ async fn next_batch(inbox: &Inbox, max: usize) -> Option<Vec<Pending>> {
     Some(batch)
 }
 
+/// A writer's connection, kept while batches come back to back: the pool pings a
+/// connection before lending it, a round trip that cost as much as the batch's own
+/// call. A connection unused for `HELD_IDLE` goes back to the pool, so a writer
+/// that was quiet (while Postgres may have restarted) gets a checked one.
+#[derive(Default)]
+struct Held(Option<(PoolConnection<Postgres>, Instant)>);
+
+const HELD_IDLE: Duration = Duration::from_millis(250);
+
+impl Held {
+    async fn get(&mut self, db: &PgPool) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() > HELD_IDLE)
+        {
+            self.0 = None;
+        }
+        let held = match self.0.take() {
+            Some((conn, _)) => conn,
+            None => db.acquire().await?,
+        };
+        Ok(&mut self.0.insert((held, Instant::now())).0)
+    }
+
+    /// After a failure the connection's state is unknown: close it rather than
+    /// return it to the pool.
+    fn discard(&mut self) {
+        if let Some((mut conn, _)) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
 /// Commits one batch and answers every grab in it. Any database failure rolls the
 /// whole batch back and every grab in it gets a retryable error with no effect.
-async fn settle(db: &PgPool, watch: &DbWatch, campaign: &CampaignRow, batch: Vec<Pending>) {
+async fn settle(
+    db: &PgPool,
+    held: &mut Held,
+    watch: &DbWatch,
+    campaign: &CampaignRow,
+    batch: Vec<Pending>,
+) {
     // Postgres is down: fail at once rather than wait out the pool's connect retries.
     let result = match watch.check() {
-        Ok(()) => commit(db, campaign, &batch).await.map_err(ApiError::from),
+        Ok(()) => {
+            let committed = match held.get(db).await {
+                Ok(conn) => commit(conn, campaign, &batch).await,
+                Err(e) => Err(e),
+            };
+            if committed.is_err() {
+                held.discard();
+            }
+            committed.map_err(ApiError::from)
+        }
         Err(e) => Err(e),
     };
     let outcomes = match result {
@@ -206,30 +256,39 @@ async fn settle(db: &PgPool, watch: &DbWatch, campaign: &CampaignRow, batch: Vec
     }
 }
 
-/// The batch transaction. Every statement is set-based over the batch; the campaign
-/// row is taken last so it is locked only from the decrement to the commit.
+/// What `grant_batch` reports (grabs numbered from 1 in batch order).
+#[derive(sqlx::FromRow)]
+struct BatchResult {
+    /// Grabs whose key was claimed (the others were already recorded).
+    o_claimed: Vec<i32>,
+    /// Claimed grabs within their user's limit, in batch order.
+    o_eligible: Vec<i32>,
+    /// How many of `o_eligible`, from the front, were granted.
+    o_granted: i32,
+    /// Whether the campaign was open (not paused, inside its window).
+    o_open: bool,
+}
+
+/// The batch: one call of `grant_batch` (migrations/0008), which runs the set-based
+/// statements in one implicit transaction and one round trip, taking the campaign
+/// row last so it is locked only until the call commits.
 async fn commit(
-    db: &PgPool,
+    conn: &mut PgConnection,
     campaign: &CampaignRow,
     batch: &[Pending],
 ) -> Result<Vec<Settled>, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let n = batch.len();
     let grabs: Vec<&Prepared> = batch.iter().map(|p| &p.grab).collect();
-    let mut outcome: Vec<Option<Settled>> = (0..n).map(|_| None).collect();
-
-    // 1. Claim the keys, each with its response: a key already recorded is skipped
-    //    (sorted, so concurrent batches take key locks in one order).
-    let claimed: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, response_body)
-         SELECT s, k, f, 201, b FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])
-                AS t(s, k, f, b)
-         ORDER BY s, k
-         ON CONFLICT DO NOTHING
-         RETURNING scope, key",
+    let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
+    let r: BatchResult = sqlx::query_as(
+        "SELECT o_claimed, o_eligible, o_granted, o_open FROM grant_batch(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
-    .bind(grabs.iter().map(|g| g.scope.as_str()).collect::<Vec<_>>())
-    .bind(grabs.iter().map(|g| g.key.as_str()).collect::<Vec<_>>())
+    .bind(campaign.id)
+    .bind(campaign.per_user_limit)
+    .bind(&campaign.discount)
+    .bind(campaign.min_order_amount)
+    .bind(col(|g| &g.scope))
+    .bind(col(|g| &g.key))
     .bind(
         grabs
             .iter()
@@ -237,219 +296,49 @@ async fn commit(
             .collect::<Vec<_>>(),
     )
     .bind(grabs.iter().map(|g| g.body.as_slice()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    if claimed.len() < n {
-        let claimed: HashSet<(&str, &str)> = claimed
-            .iter()
-            .map(|(s, k)| (s.as_str(), k.as_str()))
-            .collect();
-        for (i, g) in grabs.iter().enumerate() {
-            if !claimed.contains(&(g.scope.as_str(), g.key.as_str())) {
-                outcome[i] = Some(Settled::KeyTaken);
-            }
-        }
-    }
-
-    // 2. The per-user limit, one conditional upsert per user (one grab per user here).
-    let live: Vec<usize> = (0..n).filter(|i| outcome[*i].is_none()).collect();
-    let allowed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO user_claims (campaign_id, user_id, claimed)
-         SELECT $1, u, 1 FROM unnest($2::text[]) AS u ORDER BY u
-         ON CONFLICT (campaign_id, user_id) DO UPDATE SET claimed = user_claims.claimed + 1
-         WHERE user_claims.claimed < $3
-         RETURNING user_id",
-    )
-    .bind(campaign.id)
+    .bind(grabs.iter().map(|g| g.voucher.id).collect::<Vec<_>>())
+    .bind(col(|g| &g.voucher.code))
+    .bind(col(|g| &g.voucher.user_id))
     .bind(
-        live.iter()
-            .map(|i| grabs[*i].voucher.user_id.as_str())
+        grabs
+            .iter()
+            .map(|g| g.voucher.issued_at)
             .collect::<Vec<_>>(),
     )
-    .bind(campaign.per_user_limit)
-    .fetch_all(&mut *tx)
+    .bind(
+        grabs
+            .iter()
+            .map(|g| g.voucher.expires_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(grabs.iter().map(|g| g.event_id).collect::<Vec<_>>())
+    .bind(col(|g| &g.event))
+    .bind(EventType::VoucherIssued.as_str())
+    .bind(EventType::CampaignSoldOut.as_str())
+    .bind(Uuid::now_v7())
+    .fetch_one(&mut *conn)
     .await?;
-    let allowed: HashSet<String> = allowed.into_iter().collect();
-    let mut eligible = Vec::with_capacity(live.len());
-    for i in live {
-        if allowed.contains(&grabs[i].voucher.user_id) {
-            eligible.push(i);
-        } else {
-            outcome[i] = Some(Settled::Refused(ApiError::LimitReached));
-        }
-    }
 
-    // 3 and 4. Vouchers and their events, for every grab still eligible.
-    let rows: Vec<&VoucherRow> = eligible.iter().map(|i| &grabs[*i].voucher).collect();
-    if !eligible.is_empty() {
-        sqlx::query(
-            "INSERT INTO vouchers (id, code, campaign_id, user_id, discount, min_order_amount,
-                                   issued_at, expires_at)
-             SELECT i, c, $1, u, $2, $3, t, e
-             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
-                  AS x(i, c, u, t, e)",
-        )
-        .bind(campaign.id)
-        .bind(&campaign.discount)
-        .bind(campaign.min_order_amount)
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.code.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        insert_events(
-            &mut tx,
-            EventType::VoucherIssued,
-            eligible.iter().map(|i| grabs[*i].event_id).collect(),
-            eligible.iter().map(|i| grabs[*i].event.as_str()).collect(),
-        )
-        .await?;
-    }
-
-    // 5. The stock: one conditional decrement by as many as are left, first come
-    //    first served within the batch.
-    let wanted = eligible.len() as i64;
-    let taken: Option<(i64, i64, i64)> = if wanted == 0 {
+    let closed = if r.o_open {
         None
     } else {
-        sqlx::query_as(
-            "WITH cur AS (SELECT id, LEAST(remaining, $2) AS take FROM campaigns
-                          WHERE id = $1 AND NOT paused AND starts_at <= now() AND ends_at > now()
-                          FOR UPDATE)
-             UPDATE campaigns c SET remaining = c.remaining - cur.take, issued = c.issued + cur.take
-             FROM cur WHERE c.id = cur.id
-             RETURNING cur.take, c.remaining, c.total_stock",
-        )
-        .bind(campaign.id)
-        .bind(wanted)
-        .fetch_optional(&mut *tx)
-        .await?
+        // Paused, not started or over: say which, from the row as it is now.
+        Some(campaigns::refusal_of(&mut *conn, campaign.id).await?)
     };
-    if wanted > 0 {
-        let (take, remaining, total) = match taken {
-            Some(t) => t,
-            None => {
-                // Paused, not started or over: nothing in this batch is granted.
-                let reason = campaigns::refusal_in(&mut tx, campaign.id).await?;
-                drop(tx);
-                return Ok(outcome
-                    .into_iter()
-                    .map(|o| match o {
-                        Some(Settled::KeyTaken) => Settled::KeyTaken,
-                        _ => Settled::Refused(reason.clone_refusal()),
-                    })
-                    .collect());
-            }
-        };
-        let (granted, late) = eligible.split_at(take as usize);
-        for i in granted {
-            outcome[*i] = Some(Settled::Granted);
-        }
-        for i in late {
-            outcome[*i] = Some(Settled::Refused(ApiError::SoldOut));
-        }
-        if !late.is_empty() {
-            undo_late(
-                &mut tx,
-                campaign.id,
-                late.iter().map(|i| grabs[*i]).collect(),
-            )
-            .await?;
-        }
-        if remaining == 0 && take > 0 {
-            insert_events(
-                &mut tx,
-                EventType::CampaignSoldOut,
-                vec![Uuid::now_v7()],
-                vec![
-                    serde_json::json!({"campaign_id": campaign.id, "total_stock": total})
-                        .to_string()
-                        .as_str(),
-                ],
-            )
-            .await?;
+    let mut outcome: Vec<Settled> = (0..batch.len()).map(|_| Settled::KeyTaken).collect();
+    let at = |i: i32| usize::try_from(i - 1).ok().filter(|i| *i < batch.len());
+    for i in r.o_claimed.iter().filter_map(|i| at(*i)) {
+        outcome[i] = Settled::Refused(ApiError::LimitReached);
+    }
+    let granted = usize::try_from(r.o_granted).unwrap_or(0);
+    for (n, i) in r.o_eligible.iter().enumerate() {
+        if let Some(i) = at(*i) {
+            outcome[i] = match (&closed, n < granted) {
+                (_, true) => Settled::Granted,
+                (Some(reason), false) => Settled::Refused(reason.clone_refusal()),
+                (None, false) => Settled::Refused(ApiError::SoldOut),
+            };
         }
     }
-
-    // Refusals record nothing: drop their key claims before committing.
-    let refused: Vec<usize> = (0..n)
-        .filter(|i| matches!(outcome[*i], Some(Settled::Refused(_))))
-        .collect();
-    if !refused.is_empty() {
-        sqlx::query(
-            "DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS r(s, k2)
-             WHERE k.scope = r.s AND k.key = r.k2",
-        )
-        .bind(
-            refused
-                .iter()
-                .map(|i| grabs[*i].scope.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            refused
-                .iter()
-                .map(|i| grabs[*i].key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(outcome
-        .into_iter()
-        .map(|o| o.unwrap_or(Settled::Refused(ApiError::SoldOut)))
-        .collect())
-}
-
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    kind: EventType,
-    ids: Vec<Uuid>,
-    data: Vec<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (id, type, data) SELECT i, $1, d::jsonb FROM unnest($2::uuid[], $3::text[]) AS x(i, d)")
-        .bind(kind.as_str())
-        .bind(ids)
-        .bind(data)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Removes what was written for grabs the stock ran out before: their vouchers,
-/// events and one count each from their users' counters.
-async fn undo_late(
-    tx: &mut Transaction<'_, Postgres>,
-    campaign: Uuid,
-    late: Vec<&Prepared>,
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = late.iter().map(|g| g.voucher.id).collect();
-    let event_ids: Vec<Uuid> = late.iter().map(|g| g.event_id).collect();
-    let users: Vec<&str> = late.iter().map(|g| g.voucher.user_id.as_str()).collect();
-    sqlx::query("DELETE FROM vouchers WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM events WHERE id = ANY($1)")
-        .bind(&event_ids)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "DELETE FROM user_claims WHERE campaign_id = $1 AND user_id = ANY($2) AND claimed = 1",
-    )
-    .bind(campaign)
-    .bind(&users)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE user_claims SET claimed = claimed - 1 WHERE campaign_id = $1 AND user_id = ANY($2)",
-    )
-    .bind(campaign)
-    .bind(&users)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    Ok(outcome)
 }

@@ -315,14 +315,14 @@ pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>,
 }
 
 /// Why a grant's conditional decrement took nothing (paused, not started, over,
-/// else sold out), read in the grant's own transaction.
-pub async fn refusal_in(
-    tx: &mut Transaction<'_, Postgres>,
+/// else sold out), read in the grant's own transaction or just after the batch.
+pub async fn refusal_of<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     id: Uuid,
 ) -> Result<crate::error::ApiError, sqlx::Error> {
     let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
         .bind(id)
-        .fetch_one(&mut **tx)
+        .fetch_one(db)
         .await?;
     Ok(row
         .refusal(Utc::now())

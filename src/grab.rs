@@ -287,7 +287,7 @@ impl Grabber {
         .fetch_optional(&mut *claim.tx)
         .await?;
         let Some((remaining, total_stock)) = taken else {
-            let reason = campaigns::refusal_in(&mut claim.tx, campaign_id.0).await?;
+            let reason = campaigns::refusal_of(&mut *claim.tx, campaign_id.0).await?;
             drop(claim);
             // The snapshot said open and Postgres disagrees: refresh it.
             self.cache.invalidate(campaign_id).await;

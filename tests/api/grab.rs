@@ -102,6 +102,49 @@ async fn a_paused_refusal_is_not_recorded_and_succeeds_after_resume() {
 }
 
 #[tokio::test]
+async fn a_campaign_paused_behind_the_snapshot_is_refused_by_postgres() {
+    paused_behind_the_snapshot(&*app_in("batched").await).await;
+}
+
+#[tokio::test]
+async fn a_campaign_paused_behind_the_snapshot_is_refused_by_postgres_one_grant_per_transaction() {
+    paused_behind_the_snapshot(&*app_in("single").await).await;
+}
+
+/// The campaign is paused in Postgres without voucherd hearing of it, so its cached
+/// snapshot still says open: the grant's own statement must refuse, write nothing,
+/// and leave the key free for after the resume.
+async fn paused_behind_the_snapshot(app: &TestApp) {
+    let campaign = app.campaign(10, 1).await;
+    let early = app
+        .grab(&token(&unique("early")), &campaign, &unique("k"))
+        .await;
+    assert_eq!(early.status, StatusCode::CREATED);
+    sqlx::query("UPDATE campaigns SET paused = true WHERE id = $1::uuid")
+        .bind(&campaign)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let t = token(&unique("patient"));
+    let key = unique("k");
+    let refused = app.grab(&t, &campaign, &key).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "campaign_not_active"),
+        "{:?}",
+        refused.body
+    );
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 1);
+    app.admin_patch(&campaign, json!({"paused": false})).await;
+    let granted = app.grab(&t, &campaign, &key).await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{:?}", granted.body);
+    assert!(!granted.replayed);
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], 2);
+}
+
+#[tokio::test]
 async fn a_sold_out_refusal_succeeds_once_stock_is_added() {
     restock(&*app_in("batched").await).await;
 }

@@ -78,6 +78,22 @@ fn postgres_cpu_us() -> u64 {
         .sum()
 }
 
+/// The machine's CPU ticks since boot: (all, idle including I/O wait, stolen by the
+/// hypervisor), from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let all = fields.iter().take(8).sum();
+    Some((all, fields.get(3)? + fields.get(4)?, *fields.get(7)?))
+}
+
 /// Committed transactions in the whole cluster so far.
 async fn commits(db: &Option<sqlx::PgPool>) -> Option<i64> {
     let db = db.as_ref()?;
@@ -102,6 +118,12 @@ struct Row {
     postgres_cpu_us: Option<f64>,
     /// Postgres commits per request.
     transactions: Option<f64>,
+    /// The load generator's own CPU per request: what the client costs the machine.
+    loadgen_cpu_us: Option<f64>,
+    /// Share of the machine's CPU left idle, and stolen by the hypervisor, while
+    /// the path was measured (a busy neighbour shows as steal).
+    idle_pct: Option<f64>,
+    steal_pct: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -344,6 +366,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let cpu0 = pid.and_then(cpu_us);
         let pg0 = postgres_cpu_us();
         let tx0 = commits(&db).await;
+        let me0 = cpu_us(std::process::id());
+        let ticks0 = machine_ticks();
         let (n, bad, h) = measure(&target, args.connections, args.duration, step).await;
         let per = |d: Option<f64>| d.map(|d| (d / (n.max(1) as f64) * 100.0).round() / 100.0);
         let server_cpu_us = per(pid
@@ -352,6 +376,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map(|(a, b)| a.saturating_sub(b) as f64));
         let pg_cpu = per(Some(postgres_cpu_us().saturating_sub(pg0) as f64));
         let transactions = per(commits(&db).await.zip(tx0).map(|(a, b)| (a - b) as f64));
+        let loadgen_cpu_us = per(cpu_us(std::process::id())
+            .zip(me0)
+            .map(|(a, b)| a.saturating_sub(b) as f64));
+        let share = |f: fn((u64, u64, u64)) -> u64| {
+            machine_ticks().zip(ticks0).and_then(|(a, b)| {
+                let all = a.0.checked_sub(b.0).filter(|d| *d > 0)?;
+                let part = f(a).saturating_sub(f(b));
+                Some((part as f64 / all as f64 * 1000.0).round() / 10.0)
+            })
+        };
+        let (idle_pct, steal_pct) = (share(|t| t.1), share(|t| t.2));
         let rate = (n as f64 / args.duration.as_secs_f64()).round();
         let ceiling = rows.first().map_or(rate, |r| r.requests_per_s).max(1.0);
         rows.push(Row {
@@ -364,6 +399,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             server_cpu_us,
             postgres_cpu_us: pg_cpu,
             transactions,
+            loadgen_cpu_us,
+            idle_pct,
+            steal_pct,
         });
     }
     let audit = api
@@ -397,7 +435,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn markdown(b: &Bench) -> String {
     let mut s = format!(
         "Measured {} on {}; {} connections, {} s per path after a 1 s warm-up, all paths in one run.\n\n\
-         | path | requests/s | ratio to /healthz | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | path | requests/s | ratio to /healthz | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req | loadgen CPU µs/req | machine idle % | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         b.machine,
         b.connections,
@@ -406,7 +444,7 @@ fn markdown(b: &Bench) -> String {
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v}"));
     for r in &b.rows {
         s += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.path,
             r.requests_per_s,
             r.ratio_to_healthz,
@@ -415,7 +453,10 @@ fn markdown(b: &Bench) -> String {
             r.unexpected,
             opt(r.server_cpu_us),
             opt(r.postgres_cpu_us),
-            opt(r.transactions)
+            opt(r.transactions),
+            opt(r.loadgen_cpu_us),
+            opt(r.idle_pct),
+            opt(r.steal_pct)
         );
     }
     s
