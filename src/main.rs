@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 
 // glibc's allocator was about 30% of the grant path's CPU under load (profiled with
-// perf); mimalloc's thread-local free lists cost a fraction of that.
+// perf). Of the replacements measured side by side in `loadtest/bench`, jemalloc cost
+// the grant path 33-35 µs of voucherd CPU per grant against mimalloc 3's 37.5: the
+// path frees on one worker thread much of what it allocated on another.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "voucherd", version, about = "Flash-sale voucher service")]

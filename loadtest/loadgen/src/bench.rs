@@ -34,9 +34,12 @@ pub struct Args {
     /// Concurrent connections per path.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Measuring time per path (after a 1 s warm-up).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Measuring time per path and round (after a 1 s warm-up).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Rounds: in each, every path is measured right after a `/healthz` ceiling.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Report files are written as <out>.md and <out>.json.
     #[arg(long, default_value = "loadtest/results/bench")]
     pub out: PathBuf,
@@ -107,7 +110,10 @@ async fn commits(db: &Option<sqlx::PgPool>) -> Option<i64> {
 struct Row {
     path: String,
     requests_per_s: f64,
+    /// The median over rounds of this path's rate over the ceiling measured just
+    /// before it.
     ratio_to_healthz: f64,
+    ratio_per_round: Vec<f64>,
     latency: Latency,
     /// Answers other than the path's expected status.
     unexpected: u64,
@@ -132,6 +138,7 @@ struct Bench {
     command: String,
     connections: usize,
     seconds_per_path: f64,
+    rounds: usize,
     rows: Vec<Row>,
 }
 
@@ -144,17 +151,19 @@ async fn measure(
     duration: Duration,
     step: Step,
 ) -> (u64, u64, hdrhistogram::Histogram<u64>) {
-    let counter = Arc::new(AtomicU64::new(0));
+    // Request numbers run on across measurements, so a path measured again in a
+    // later round sends new idempotency keys rather than replaying the last round's.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let warm_until = Instant::now() + Duration::from_secs(1);
     let stop_at = warm_until + duration;
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (api, step, counter) = (api.clone(), step.clone(), counter.clone());
+            let (api, step) = (api.clone(), step.clone());
             tokio::spawn(async move {
                 let mut h = report::histogram();
                 let (mut n, mut bad) = (0u64, 0u64);
                 loop {
-                    let i = counter.fetch_add(1, Ordering::Relaxed);
+                    let i = NEXT.fetch_add(1, Ordering::Relaxed);
                     let t0 = Instant::now();
                     if t0 >= stop_at {
                         break;
@@ -231,6 +240,142 @@ fn get_step(path: String, token: Option<String>) -> Step {
             }
         })
     })
+}
+
+/// One measurement of one path: what was answered and what it cost.
+struct Sample {
+    n: u64,
+    bad: u64,
+    h: hdrhistogram::Histogram<u64>,
+    rate: f64,
+    server_cpu_us: Option<u64>,
+    postgres_cpu_us: u64,
+    commits: Option<i64>,
+    loadgen_cpu_us: Option<u64>,
+    /// Machine CPU ticks: (all, idle, steal).
+    ticks: Option<(u64, u64, u64)>,
+}
+
+async fn sample(
+    api: &Api,
+    args: &Args,
+    step: Step,
+    pid: Option<u32>,
+    db: &Option<sqlx::PgPool>,
+) -> Sample {
+    let me = std::process::id();
+    let (cpu0, pg0, tx0, me0, ticks0) = (
+        pid.and_then(cpu_us),
+        postgres_cpu_us(),
+        commits(db).await,
+        cpu_us(me),
+        machine_ticks(),
+    );
+    let (n, bad, h) = measure(api, args.connections, args.duration, step).await;
+    let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.saturating_sub(b));
+    Sample {
+        n,
+        bad,
+        h,
+        rate: n as f64 / args.duration.as_secs_f64(),
+        server_cpu_us: delta(pid.and_then(cpu_us), cpu0),
+        postgres_cpu_us: postgres_cpu_us().saturating_sub(pg0),
+        commits: commits(db).await.zip(tx0).map(|(a, b)| a - b),
+        loadgen_cpu_us: delta(cpu_us(me), me0),
+        ticks: machine_ticks().zip(ticks0).map(|(a, b)| {
+            (
+                a.0.saturating_sub(b.0),
+                a.1.saturating_sub(b.1),
+                a.2.saturating_sub(b.2),
+            )
+        }),
+    }
+}
+
+/// A path's samples over all rounds.
+#[derive(Default)]
+struct Tally {
+    samples: Vec<Sample>,
+    ratios: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+impl Tally {
+    /// `ratio` is the sample's rate over its ceiling's (none for the ceiling).
+    fn add(&mut self, s: &Sample, ratio: Option<f64>) {
+        self.samples.push(Sample {
+            h: s.h.clone(),
+            ticks: s.ticks,
+            ..*s
+        });
+        self.ratios.extend(ratio);
+    }
+
+    fn row(self, path: String) -> Row {
+        let n: u64 = self.samples.iter().map(|s| s.n).sum();
+        let mut h = report::histogram();
+        for s in &self.samples {
+            let _ = h.add(&s.h);
+        }
+        // Costs are totals over every round divided by every request.
+        let per = |v: Option<f64>| v.map(|v| round2(v / n.max(1) as f64));
+        let sum = |f: fn(&Sample) -> Option<u64>| -> Option<f64> {
+            self.samples
+                .iter()
+                .map(f)
+                .sum::<Option<u64>>()
+                .map(|v| v as f64)
+        };
+        let ticks = self
+            .samples
+            .iter()
+            .map(|s| s.ticks)
+            .try_fold((0, 0, 0), |a, t| {
+                t.map(|t| (a.0 + t.0, a.1 + t.1, a.2 + t.2))
+            });
+        let share = |part: fn((u64, u64, u64)) -> u64| {
+            ticks
+                .filter(|t| t.0 > 0)
+                .map(|t| (part(t) as f64 / t.0 as f64 * 1000.0).round() / 10.0)
+        };
+        let ratios: Vec<f64> = self.ratios.iter().map(|r| round2(*r)).collect();
+        Row {
+            path,
+            requests_per_s: median(self.samples.iter().map(|s| s.rate).collect()).round(),
+            ratio_to_healthz: if self.ratios.is_empty() {
+                1.0
+            } else {
+                round2(median(self.ratios.clone()))
+            },
+            ratio_per_round: ratios,
+            latency: report::latency(&h),
+            unexpected: self.samples.iter().map(|s| s.bad).sum(),
+            requests: n,
+            server_cpu_us: per(sum(|s| s.server_cpu_us)),
+            postgres_cpu_us: per(sum(|s| Some(s.postgres_cpu_us))),
+            transactions: per(self
+                .samples
+                .iter()
+                .map(|s| s.commits)
+                .sum::<Option<i64>>()
+                .map(|v| v as f64)),
+            loadgen_cpu_us: per(sum(|s| s.loadgen_cpu_us)),
+            idle_pct: share(|t| t.1),
+            steal_pct: share(|t| t.2),
+        }
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -355,55 +500,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(url) => Some(sqlx::PgPool::connect(url).await?),
         None => None,
     };
-    let mut rows: Vec<Row> = Vec::new();
-    for (name, target, step) in paths {
-        eprintln!("bench: {name} ...");
-        let pid = if args.compare_url.is_some() && name == args.compare_label {
-            args.compare_pid
-        } else {
-            args.server_pid
-        };
-        let cpu0 = pid.and_then(cpu_us);
-        let pg0 = postgres_cpu_us();
-        let tx0 = commits(&db).await;
-        let me0 = cpu_us(std::process::id());
-        let ticks0 = machine_ticks();
-        let (n, bad, h) = measure(&target, args.connections, args.duration, step).await;
-        let per = |d: Option<f64>| d.map(|d| (d / (n.max(1) as f64) * 100.0).round() / 100.0);
-        let server_cpu_us = per(pid
-            .and_then(cpu_us)
-            .zip(cpu0)
-            .map(|(a, b)| a.saturating_sub(b) as f64));
-        let pg_cpu = per(Some(postgres_cpu_us().saturating_sub(pg0) as f64));
-        let transactions = per(commits(&db).await.zip(tx0).map(|(a, b)| (a - b) as f64));
-        let loadgen_cpu_us = per(cpu_us(std::process::id())
-            .zip(me0)
-            .map(|(a, b)| a.saturating_sub(b) as f64));
-        let share = |f: fn((u64, u64, u64)) -> u64| {
-            machine_ticks().zip(ticks0).and_then(|(a, b)| {
-                let all = a.0.checked_sub(b.0).filter(|d| *d > 0)?;
-                let part = f(a).saturating_sub(f(b));
-                Some((part as f64 / all as f64 * 1000.0).round() / 10.0)
-            })
-        };
-        let (idle_pct, steal_pct) = (share(|t| t.1), share(|t| t.2));
-        let rate = (n as f64 / args.duration.as_secs_f64()).round();
-        let ceiling = rows.first().map_or(rate, |r| r.requests_per_s).max(1.0);
-        rows.push(Row {
-            path: name,
-            requests_per_s: rate,
-            ratio_to_healthz: (rate / ceiling * 100.0).round() / 100.0,
-            latency: report::latency(&h),
-            unexpected: bad,
-            requests: n,
-            server_cpu_us,
-            postgres_cpu_us: pg_cpu,
-            transactions,
-            loadgen_cpu_us,
-            idle_pct,
-            steal_pct,
-        });
+    // Each path is measured right after its own /healthz ceiling, in several rounds:
+    // on a shared machine the speed drifts by a third within minutes, so a ratio
+    // taken against a ceiling measured minutes earlier says more about the drift than
+    // about the path. Each row reports the median over rounds.
+    let (ceiling_name, _, ceiling_step) = paths.remove(0);
+    let mut ceiling = Tally::default();
+    let mut tallies: Vec<Tally> = paths.iter().map(|_| Tally::default()).collect();
+    for round in 1..=args.rounds {
+        for ((name, target, step), tally) in paths.iter().zip(&mut tallies) {
+            eprintln!("bench: round {round} of {}: {name}", args.rounds);
+            let pid = if args.compare_url.is_some() && *name == args.compare_label {
+                args.compare_pid
+            } else {
+                args.server_pid
+            };
+            let base = sample(&api, &args, ceiling_step.clone(), args.server_pid, &db).await;
+            let s = sample(target, &args, step.clone(), pid, &db).await;
+            tally.add(&s, Some(s.rate / base.rate.max(1.0)));
+            ceiling.add(&base, None);
+        }
     }
+    let mut rows = vec![ceiling.row(ceiling_name)];
+    rows.extend(
+        paths
+            .into_iter()
+            .zip(tallies)
+            .map(|((name, ..), t)| t.row(name)),
+    );
     let audit = api
         .admin_get(&format!("/v1/admin/campaigns/{hot}/audit"))
         .await?;
@@ -417,6 +541,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         connections: args.connections,
         seconds_per_path: args.duration.as_secs_f64(),
+        rounds: args.rounds,
         rows,
     };
     let md = markdown(&bench);
@@ -434,20 +559,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 fn markdown(b: &Bench) -> String {
     let mut s = format!(
-        "Measured {} on {}; {} connections, {} s per path after a 1 s warm-up, all paths in one run.\n\n\
-         | path | requests/s | ratio to /healthz | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req | loadgen CPU µs/req | machine idle % | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "Measured {} on {}; {} connections; {} rounds, in each of which every path is measured for {} s (after a 1 s warm-up) right after a `/healthz` ceiling of its own. Rates and ratios are medians over the rounds; latencies and costs cover all rounds.\n\n\
+         | path | requests/s | ratio to /healthz | ratio per round | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req | loadgen CPU µs/req | machine idle % | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         b.machine,
         b.connections,
+        b.rounds,
         b.seconds_per_path
     );
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v}"));
     for r in &b.rows {
         s += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.path,
             r.requests_per_s,
             r.ratio_to_healthz,
+            r.ratio_per_round
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             r.latency.p50_ms,
             r.latency.p99_ms,
             r.unexpected,
