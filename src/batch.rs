@@ -125,9 +125,17 @@ impl Batcher {
             let max = self.max_batch;
             tokio::spawn(async move {
                 let mut conn = Held::default();
-                while let Some(batch) = next_batch(&rx, max).await {
+                // A failed batch halves the next one's size (its grabs come back as
+                // retries): whatever made a batch fail (a timeout, a slow plan), the
+                // writer keeps making progress rather than failing the same size again.
+                let mut cap = max;
+                while let Some(batch) = next_batch(&rx, cap).await {
                     metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
-                    settle(&db, &mut conn, &watch, &campaign, batch).await;
+                    cap = if settle(&db, &mut conn, &watch, &campaign, batch).await {
+                        max.min(cap * 2)
+                    } else {
+                        (cap / 2).max(1)
+                    };
                 }
                 let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
                 if queues
@@ -220,13 +228,14 @@ impl Held {
 
 /// Commits one batch and answers every grab in it. Any database failure rolls the
 /// whole batch back and every grab in it gets a retryable error with no effect.
+/// Returns whether the batch committed.
 async fn settle(
     db: &PgPool,
     held: &mut Held,
     watch: &DbWatch,
     campaign: &CampaignRow,
     batch: Vec<Pending>,
-) {
+) -> bool {
     // Postgres is down: fail at once rather than wait out the pool's connect retries.
     let result = match watch.check() {
         Ok(()) => {
@@ -241,6 +250,7 @@ async fn settle(
         }
         Err(e) => Err(e),
     };
+    let committed = result.is_ok();
     let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(e) => {
@@ -254,6 +264,7 @@ async fn settle(
     for (p, outcome) in batch.into_iter().zip(outcomes) {
         let _ = p.reply.send(outcome);
     }
+    committed
 }
 
 /// What `grant_batch` reports (grabs numbered from 1 in batch order).

@@ -11,17 +11,35 @@ use sqlx::PgPool;
 const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Vacuums `campaigns` every `INTERVAL` until the process stops. `SKIP_LOCKED` makes
-/// it step aside rather than queue behind a lock.
+/// it step aside rather than queue behind a lock (another instance's vacuum, say);
+/// the warning Postgres sends when it steps aside is expected, so it is not logged.
 pub async fn run_hot_vacuum(pool: PgPool) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) campaigns")
-            .execute(&pool)
-            .await
-        {
+        if let Err(e) = vacuum(&pool).await {
             tracing::debug!(error = %e, "campaigns vacuum skipped");
         }
     }
+}
+
+async fn vacuum(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET client_min_messages = error")
+        .execute(&mut *conn)
+        .await?;
+    let vacuumed = sqlx::query("VACUUM (SKIP_LOCKED) campaigns")
+        .execute(&mut *conn)
+        .await;
+    // The connection goes back to the pool: restore what other users of it expect,
+    // or close it if that fails.
+    if let Err(e) = sqlx::query("RESET client_min_messages")
+        .execute(&mut *conn)
+        .await
+    {
+        conn.close_on_drop();
+        return Err(e);
+    }
+    vacuumed.map(drop)
 }
