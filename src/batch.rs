@@ -280,9 +280,9 @@ struct BatchResult {
     o_open: bool,
 }
 
-/// The batch: one call of `grant_batch` (migrations/0008), which runs the set-based
-/// statements in one implicit transaction and one round trip, taking the campaign
-/// row last so it is locked only until the call commits.
+/// The batch: one call of `grant_batch` (migrations 0008 and 0009), which runs the
+/// set-based statements in one implicit transaction and one round trip, taking the
+/// campaign row last so it is locked only until the call commits.
 async fn commit(
     conn: &mut PgConnection,
     campaign: &CampaignRow,

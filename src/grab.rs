@@ -1,6 +1,6 @@
 //! The grab: `POST /v1/campaigns/{id}/claims`. Everything that decides a grant sits
-//! behind `Grabber::grab`, so the strategy (one transaction per grant today) can be
-//! replaced without touching the route.
+//! behind `Grabber::grab`, so the strategy (batched by default, one transaction per
+//! grant with `GRAB_MODE=single`) is chosen without touching the route.
 
 use axum::{
     Router,
