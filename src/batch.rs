@@ -1,8 +1,21 @@
 //! Grant batching: grabs waiting on the same campaign are committed together by a
-//! writer task in one transaction of set-based statements, so the hot campaign row is
-//! decremented once per batch instead of once per grant. Batches form by themselves:
-//! a writer takes whatever is queued when it is free, so a lone grab goes at once and
-//! batches grow only while a commit is in progress.
+//! writer in one call of `grant_batch`, so the hot campaign row is decremented once
+//! per batch instead of once per grant. Batches form by themselves: a writer takes
+//! whatever is queued when it is free, so a lone grab goes at once and batches grow
+//! only while a commit is in progress.
+//!
+//! Launch night shapes the rest:
+//! - The writers are one pool for all campaigns (`GRAB_WRITER_CONNECTIONS`), serving
+//!   the campaigns with grabs queued in turn, and a writer with nothing to do holds no
+//!   connection: any number of live campaigns leaves the rest of the pool to admin,
+//!   redemption, wallet and readiness traffic.
+//! - A campaign's queue is bounded in length and in the age of its oldest grab
+//!   (`GRAB_QUEUE_MAX`, `GRAB_QUEUE_MAX_WAIT`); past either, a grab is refused at once
+//!   with 503 `overloaded`, before any Postgres work.
+//! - A grab is written only while someone waits for it: one whose caller has gone,
+//!   or whose deadline (`GRAB_DEADLINE`) passed, is dropped when a batch forms. Once a
+//!   batch is sent, its grabs are answered only with Postgres' outcome; where that is
+//!   unknown (the connection broke mid-call) they get 409 `idempotency_key_in_use`.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -11,15 +24,12 @@ use std::{
 };
 
 use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    campaigns::{self, CampaignRow},
-    dbwatch::DbWatch,
-    error::ApiError,
-    events::EventType,
-    vouchers::VoucherRow,
+    campaigns::CampaignRow, dbwatch::DbWatch, deadline::RequestClock, error::ApiError,
+    events::EventType, idempotency::InFlightGuard, vouchers::VoucherRow,
 };
 
 /// A grab ready to be granted: its voucher and its 201 body are prepared before it
@@ -39,163 +49,311 @@ pub struct Prepared {
 #[derive(Debug)]
 pub enum Settled {
     Granted,
-    /// The key was already recorded (a retry of a committed grab, or in flight in
-    /// another instance): the caller answers from the stored record.
+    /// The key was already recorded (a retry of a committed grab): the caller answers
+    /// from the stored record.
     KeyTaken,
     Refused(ApiError),
 }
 
+/// A queued grab with everything needed to answer it. The key's in-flight guard
+/// travels with it, so a retry of the key on this instance waits for this grab's
+/// outcome even after its own request has timed out or its client has gone.
 struct Pending {
     grab: Prepared,
-    reply: oneshot::Sender<Settled>,
+    queued: Instant,
+    deadline: Instant,
+    clock: RequestClock,
+    guard: InFlightGuard,
+    reply: oneshot::Sender<(Settled, InFlightGuard)>,
 }
 
-struct Queue {
-    tx: mpsc::UnboundedSender<Pending>,
+impl Pending {
+    fn answer(self, outcome: Settled) {
+        // Nobody listening: the guard is dropped with the returned value.
+        let _ = self.reply.send((outcome, self.guard));
+    }
 }
 
-/// Batch writers, one set per campaign, started on a campaign's first grab and
-/// stopped after a minute without grabs.
-#[derive(Clone)]
-pub struct Batcher {
+/// The bounds a `Batcher` works within (all from settings).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most grants in one batch.
+    pub max_batch: usize,
+    /// Writers (and so connections) for all campaigns together.
+    pub connections: usize,
+    /// Batches of one campaign in flight at once: two let one batch form while
+    /// another commits.
+    pub per_campaign: usize,
+    /// Grabs waiting on one campaign.
+    pub queue_max: usize,
+    /// How long the oldest waiting grab of a campaign may have waited.
+    pub queue_max_wait: Duration,
+    /// How long after its request arrived a grab may still be sent to Postgres.
+    pub deadline: Duration,
+}
+
+/// One campaign's waiting grabs.
+struct Line {
+    campaign: Arc<CampaignRow>,
+    waiting: VecDeque<Pending>,
+    /// Batches of this campaign being formed or written now.
+    writing: usize,
+    /// Whether the campaign is in the ready ring.
+    ready: bool,
+}
+
+#[derive(Default)]
+struct Lines {
+    by_campaign: HashMap<Uuid, Line>,
+    /// Campaigns with grabs waiting and a writer slot free, served in turn.
+    ring: VecDeque<Uuid>,
+}
+
+impl Lines {
+    /// Puts the campaign in the ring if it has work and a free slot; returns whether
+    /// a writer should be woken.
+    fn offer(&mut self, id: Uuid, per_campaign: usize) -> bool {
+        let Some(line) = self.by_campaign.get_mut(&id) else {
+            return false;
+        };
+        if !line.ready && !line.waiting.is_empty() && line.writing < per_campaign {
+            line.ready = true;
+            self.ring.push_back(id);
+            return true;
+        }
+        if line.waiting.is_empty() && line.writing == 0 {
+            self.by_campaign.remove(&id);
+        }
+        false
+    }
+}
+
+struct Inner {
     db: PgPool,
     dbwatch: DbWatch,
-    queues: Arc<Mutex<HashMap<Uuid, Queue>>>,
-    max_batch: usize,
-    writers: usize,
+    limits: BatchLimits,
+    lines: Mutex<Lines>,
+    work: Notify,
 }
 
-const IDLE: Duration = Duration::from_secs(60);
+/// The grant writers of this instance, shared by all campaigns.
+#[derive(Clone)]
+pub struct Batcher(Arc<Inner>);
 
 impl Batcher {
-    pub fn new(db: PgPool, dbwatch: DbWatch, max_batch: usize, writers: usize) -> Self {
-        Batcher {
+    /// Starts the writers (on the current tokio runtime).
+    pub fn new(db: PgPool, dbwatch: DbWatch, limits: BatchLimits) -> Self {
+        let limits = BatchLimits {
+            max_batch: limits.max_batch.max(1),
+            connections: limits.connections.max(1),
+            per_campaign: limits.per_campaign.max(1),
+            queue_max: limits.queue_max.max(1),
+            ..limits
+        };
+        let inner = Arc::new(Inner {
             db,
             dbwatch,
-            queues: Arc::default(),
-            max_batch: max_batch.max(1),
-            writers: writers.max(1),
+            limits,
+            lines: Mutex::default(),
+            work: Notify::new(),
+        });
+        for _ in 0..limits.connections {
+            tokio::spawn(write_batches(inner.clone()));
         }
+        Batcher(inner)
     }
 
-    /// Queues a grab on its campaign and waits for its batch to settle.
-    pub async fn submit(&self, campaign: &CampaignRow, grab: Prepared) -> Settled {
+    /// Queues a grab on its campaign and waits for its outcome, which comes back with
+    /// the key's guard. Refused at once with `Overloaded` when the campaign's queue is
+    /// past its bounds.
+    pub async fn submit(
+        &self,
+        campaign: &Arc<CampaignRow>,
+        grab: Prepared,
+        clock: &RequestClock,
+        guard: InFlightGuard,
+    ) -> (Settled, Option<InFlightGuard>) {
+        let inner = &self.0;
         let (reply, answer) = oneshot::channel();
-        let mut pending = Pending { grab, reply };
-        loop {
-            let tx = {
-                let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-                queues
-                    .entry(campaign.id)
-                    .or_insert_with(|| self.start(campaign.clone()))
-                    .tx
-                    .clone()
-            };
-            match tx.send(pending) {
-                Ok(()) => break,
-                // The writers stopped for idleness just now: start new ones.
-                Err(mpsc::error::SendError(back)) => {
-                    pending = back;
-                    let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-                    if queues.get(&campaign.id).is_some_and(|q| q.tx.is_closed()) {
-                        queues.remove(&campaign.id);
-                    }
+        let now = Instant::now();
+        {
+            let mut lines = lock(&inner.lines);
+            let line = lines
+                .by_campaign
+                .entry(campaign.id)
+                .or_insert_with(|| Line {
+                    campaign: campaign.clone(),
+                    waiting: VecDeque::new(),
+                    writing: 0,
+                    ready: false,
+                });
+            let oldest_waited = line
+                .waiting
+                .front()
+                .map_or(Duration::ZERO, |p| now.duration_since(p.queued));
+            if line.waiting.len() >= inner.limits.queue_max
+                || oldest_waited > inner.limits.queue_max_wait
+            {
+                metrics::counter!("voucherd_grabs_shed_total", "reason" => "queue_full")
+                    .increment(1);
+                if line.waiting.is_empty() && line.writing == 0 {
+                    lines.by_campaign.remove(&campaign.id);
                 }
+                return (Settled::Refused(ApiError::Overloaded), Some(guard));
+            }
+            line.campaign = campaign.clone();
+            line.waiting.push_back(Pending {
+                grab,
+                queued: now,
+                deadline: clock.arrived + inner.limits.deadline,
+                clock: clock.clone(),
+                guard,
+                reply,
+            });
+            if lines.offer(campaign.id, inner.limits.per_campaign) {
+                inner.work.notify_one();
             }
         }
-        answer
-            .await
-            .unwrap_or(Settled::Refused(ApiError::Unavailable(
-                "the grant batch was interrupted; retry with the same key",
-            )))
-    }
-
-    fn start(&self, campaign: CampaignRow) -> Queue {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(tokio::sync::Mutex::new((rx, VecDeque::new())));
-        let campaign = Arc::new(campaign);
-        for _ in 0..self.writers {
-            let (rx, db, watch, campaign, queues) = (
-                rx.clone(),
-                self.db.clone(),
-                self.dbwatch.clone(),
-                campaign.clone(),
-                self.queues.clone(),
-            );
-            let max = self.max_batch;
-            tokio::spawn(async move {
-                let mut conn = Held::default();
-                // A failed batch halves the next one's size (its grabs come back as
-                // retries): whatever made a batch fail (a timeout, a slow plan), the
-                // writer keeps making progress rather than failing the same size again.
-                let mut cap = max;
-                while let Some(batch) = next_batch(&rx, cap).await {
-                    metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
-                    cap = if settle(&db, &mut conn, &watch, &campaign, batch).await {
-                        max.min(cap * 2)
-                    } else {
-                        (cap / 2).max(1)
-                    };
-                }
-                let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
-                if queues
-                    .get(&campaign.id)
-                    .is_some_and(|q| q.tx.is_closed() || q.tx.strong_count() == 1)
-                {
-                    queues.remove(&campaign.id);
-                }
-            });
+        match answer.await {
+            Ok((outcome, guard)) => (outcome, Some(guard)),
+            // The writer task died (the runtime is shutting down): nothing was sent.
+            Err(_) => (
+                Settled::Refused(ApiError::Unavailable(
+                    "the grant batch was interrupted; retry with the same key",
+                )),
+                None,
+            ),
         }
-        Queue { tx }
     }
 }
 
-type Inbox = tokio::sync::Mutex<(mpsc::UnboundedReceiver<Pending>, VecDeque<Pending>)>;
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-/// Takes what is queued now, up to `max`, with at most one grab per user: a user's
-/// further grabs wait for the next batch, so each user's limit is checked exactly as
-/// a single grant would check it. `None` after a minute without grabs.
-async fn next_batch(inbox: &Inbox, max: usize) -> Option<Vec<Pending>> {
-    let mut guard = inbox.lock().await;
-    let (rx, carried) = &mut *guard;
-    if carried.is_empty() {
-        match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(p)) => carried.push_back(p),
-            _ => {
-                rx.close();
-                // Anything sent between the timeout and the close is still answered.
-                while let Ok(p) = rx.try_recv() {
-                    carried.push_back(p);
-                }
-                if carried.is_empty() {
-                    return None;
-                }
+/// One writer: takes the next campaign in turn, forms a batch, writes it, repeats.
+/// Holds its connection only while there is work, so idle writers pin nothing.
+async fn write_batches(inner: Arc<Inner>) {
+    let mut held = Held::default();
+    // A failed batch halves the writer's next one (its grabs come back as retries):
+    // whatever made a batch fail (a timeout, a slow plan), the writer keeps making
+    // progress rather than failing the same size again.
+    let mut cap = inner.limits.max_batch;
+    loop {
+        let Some((id, campaign)) = next_campaign(&inner) else {
+            held.release();
+            let notified = inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Work offered between the check above and `enable` is seen here.
+            if next_campaign_ready(&inner) {
+                continue;
             }
+            notified.await;
+            continue;
+        };
+        // The connection first, so a batch's deadlines are judged when it is sent.
+        let conn = match inner.dbwatch.check() {
+            Ok(()) => held.get(&inner.db).await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        let (batch, expired) = form_batch(&inner, id, cap);
+        for p in expired {
+            metrics::counter!("voucherd_grabs_shed_total", "reason" => "deadline").increment(1);
+            p.answer(Settled::Refused(ApiError::Overloaded));
+        }
+        if !batch.is_empty() {
+            metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
+            let committed = match conn {
+                Ok(conn) => {
+                    let ok = settle(conn, &campaign, batch).await;
+                    if !ok {
+                        held.discard();
+                    }
+                    ok
+                }
+                // Nothing was sent: every grab may be retried as if never made.
+                Err(e) => {
+                    tracing::warn!(error = ?e, size = batch.len(), "no connection for a grant batch; nothing was written");
+                    for p in batch {
+                        p.answer(Settled::Refused(e.clone_refusal()));
+                    }
+                    false
+                }
+            };
+            cap = if committed {
+                inner.limits.max_batch.min(cap * 2)
+            } else {
+                (cap / 2).max(1)
+            };
+        }
+        let mut lines = lock(&inner.lines);
+        if let Some(line) = lines.by_campaign.get_mut(&id) {
+            line.writing -= 1;
+        }
+        if lines.offer(id, inner.limits.per_campaign) {
+            inner.work.notify_one();
         }
     }
-    while carried.len() < max * 2
-        && let Ok(p) = rx.try_recv()
-    {
-        carried.push_back(p);
+}
+
+/// The next campaign in turn, with a writer slot taken on it.
+fn next_campaign(inner: &Inner) -> Option<(Uuid, Arc<CampaignRow>)> {
+    let mut lines = lock(&inner.lines);
+    while let Some(id) = lines.ring.pop_front() {
+        if let Some(line) = lines.by_campaign.get_mut(&id) {
+            line.ready = false;
+            line.writing += 1;
+            return Some((id, line.campaign.clone()));
+        }
     }
+    None
+}
+
+fn next_campaign_ready(inner: &Inner) -> bool {
+    !lock(&inner.lines).ring.is_empty()
+}
+
+/// Takes up to `max` live grabs of the campaign, with at most one grab per user: a
+/// user's further grabs wait for the next batch, so each user's limit is checked
+/// exactly as a single grant would check it. Grabs whose caller has gone or whose
+/// deadline has passed are taken out and returned apart, never to be written.
+fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending>) {
+    let now = Instant::now();
+    let mut lines = lock(&inner.lines);
+    let Some(line) = lines.by_campaign.get_mut(&id) else {
+        return (Vec::new(), Vec::new());
+    };
     let mut users = HashSet::new();
     let mut batch = Vec::new();
+    let mut expired = Vec::new();
     let mut later = VecDeque::new();
-    while let Some(p) = carried.pop_front() {
-        if batch.len() < max && users.insert(p.grab.voucher.user_id.clone()) {
+    while let Some(p) = line.waiting.pop_front() {
+        if p.reply.is_closed() || p.deadline <= now {
+            expired.push(p);
+        } else if batch.len() < max && users.insert(p.grab.voucher.user_id.clone()) {
             batch.push(p);
         } else {
             later.push_back(p);
+            if batch.len() >= max {
+                // The rest keep their order behind the deferred ones.
+                later.append(&mut line.waiting);
+                break;
+            }
         }
     }
-    *carried = later;
-    Some(batch)
+    line.waiting = later;
+    // More is waiting: let another writer form the next batch while this one writes.
+    if lines.offer(id, inner.limits.per_campaign) {
+        inner.work.notify_one();
+    }
+    (batch, expired)
 }
 
 /// A writer's connection, kept while batches come back to back: the pool pings a
 /// connection before lending it, a round trip that cost as much as the batch's own
-/// call. A connection unused for `HELD_IDLE` goes back to the pool, so a writer
-/// that was quiet (while Postgres may have restarted) gets a checked one.
+/// call. It goes back to the pool as soon as the writer finds no work, and one unused
+/// for `HELD_IDLE` is replaced by a checked one from the pool.
 #[derive(Default)]
 struct Held(Option<(PoolConnection<Postgres>, Instant)>);
 
@@ -217,6 +375,10 @@ impl Held {
         Ok(&mut self.0.insert((held, Instant::now())).0)
     }
 
+    fn release(&mut self) {
+        self.0 = None;
+    }
+
     /// After a failure the connection's state is unknown: close it rather than
     /// return it to the pool.
     fn discard(&mut self) {
@@ -226,43 +388,35 @@ impl Held {
     }
 }
 
-/// Commits one batch and answers every grab in it. Any database failure rolls the
-/// whole batch back and every grab in it gets a retryable error with no effect.
-/// Returns whether the batch committed.
-async fn settle(
-    db: &PgPool,
-    held: &mut Held,
-    watch: &DbWatch,
-    campaign: &CampaignRow,
-    batch: Vec<Pending>,
-) -> bool {
-    // Postgres is down: fail at once rather than wait out the pool's connect retries.
-    let result = match watch.check() {
-        Ok(()) => {
-            let committed = match held.get(db).await {
-                Ok(conn) => commit(conn, campaign, &batch).await,
-                Err(e) => Err(e),
-            };
-            if committed.is_err() {
-                held.discard();
-            }
-            committed.map_err(ApiError::from)
-        }
-        Err(e) => Err(e),
-    };
+/// Writes one batch and answers every grab in it; returns whether it committed. A
+/// batch Postgres refused (it said so: a timeout, a lock wait) rolled back whole, and
+/// every grab in it gets a retryable 503 with no effect. A batch whose outcome is
+/// unknown (the connection broke after the call was sent) answers 409
+/// `idempotency_key_in_use`: the keys' retries find out what committed.
+async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pending>) -> bool {
+    for p in &batch {
+        p.clock.mark_committing();
+    }
+    let result = commit(conn, campaign, &batch).await;
     let committed = result.is_ok();
     let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(e) => {
-            tracing::warn!(error = ?e, size = batch.len(), "grant batch failed; nothing was written");
+            let refusal = if matches!(e, sqlx::Error::Database(_)) {
+                ApiError::from(e)
+            } else {
+                tracing::warn!(error = %e, size = batch.len(), "grant batch outcome unknown");
+                ApiError::IdempotencyKeyInUse
+            };
+            tracing::warn!(error = ?refusal, size = batch.len(), "grant batch failed");
             batch
                 .iter()
-                .map(|_| Settled::Refused(e.clone_refusal()))
+                .map(|_| Settled::Refused(refusal.clone_refusal()))
                 .collect()
         }
     };
     for (p, outcome) in batch.into_iter().zip(outcomes) {
-        let _ = p.reply.send(outcome);
+        p.answer(outcome);
     }
     committed
 }
@@ -270,19 +424,25 @@ async fn settle(
 /// What `grant_batch` reports (grabs numbered from 1 in batch order).
 #[derive(sqlx::FromRow)]
 struct BatchResult {
-    /// Grabs whose key was claimed (the others were already recorded).
+    /// Grabs whose key was claimed by this batch.
     o_claimed: Vec<i32>,
     /// Claimed grabs within their user's limit, in batch order.
     o_eligible: Vec<i32>,
     /// How many of `o_eligible`, from the front, were granted.
     o_granted: i32,
-    /// Whether the campaign was open (not paused, inside its window).
-    o_open: bool,
+    /// Grabs whose key was already recorded: replayed from the record.
+    o_taken: Vec<i32>,
+    /// Grabs whose key another transaction holds uncommitted: 409, retry.
+    o_busy: Vec<i32>,
+    /// Why grabs not granted were refused, judged by Postgres with its own clock:
+    /// `open` (so: sold out by this batch), `sold_out`, `paused`, `scheduled`, `ended`.
+    o_state: String,
 }
 
-/// The batch: one call of `grant_batch` (migrations 0008 and 0009), which runs the
-/// set-based statements in one implicit transaction and one round trip, taking the
-/// campaign row last so it is locked only until the call commits.
+/// The batch: one call of `grant_batch` (see migrations/README.md for the file that
+/// holds its live body), which runs the set-based statements in one implicit
+/// transaction and one round trip, taking the campaign row last so it is locked only
+/// until the call commits.
 async fn commit(
     conn: &mut PgConnection,
     campaign: &CampaignRow,
@@ -291,7 +451,7 @@ async fn commit(
     let grabs: Vec<&Prepared> = batch.iter().map(|p| &p.grab).collect();
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
     let r: BatchResult = sqlx::query_as(
-        "SELECT o_claimed, o_eligible, o_granted, o_open FROM grant_batch(
+        "SELECT o_claimed, o_eligible, o_granted, o_taken, o_busy, o_state FROM grant_batch(
              $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(campaign.id)
@@ -329,27 +489,37 @@ async fn commit(
     .bind(Uuid::now_v7())
     .fetch_one(&mut *conn)
     .await?;
+    Ok(outcomes(&r, batch.len()))
+}
 
-    let closed = if r.o_open {
-        None
-    } else {
-        // Paused, not started or over: say which, from the row as it is now.
-        Some(campaigns::refusal_of(&mut *conn, campaign.id).await?)
+/// Each grab's outcome from the function's report.
+fn outcomes(r: &BatchResult, n: usize) -> Vec<Settled> {
+    let refusal = match r.o_state.as_str() {
+        "paused" => ApiError::CampaignNotActive("paused"),
+        "scheduled" => ApiError::CampaignNotActive("not open yet"),
+        "ended" => ApiError::CampaignNotActive("over"),
+        _ => ApiError::SoldOut,
     };
-    let mut outcome: Vec<Settled> = (0..batch.len()).map(|_| Settled::KeyTaken).collect();
-    let at = |i: i32| usize::try_from(i - 1).ok().filter(|i| *i < batch.len());
-    for i in r.o_claimed.iter().filter_map(|i| at(*i)) {
-        outcome[i] = Settled::Refused(ApiError::LimitReached);
+    // Every grab is in exactly one of taken, busy or claimed.
+    let mut outcome: Vec<Settled> = (0..n)
+        .map(|_| Settled::Refused(refusal.clone_refusal()))
+        .collect();
+    let at = |i: i32| usize::try_from(i - 1).ok().filter(|i| *i < n);
+    for i in r.o_taken.iter().filter_map(|i| at(*i)) {
+        outcome[i] = Settled::KeyTaken;
     }
-    let granted = usize::try_from(r.o_granted).unwrap_or(0);
-    for (n, i) in r.o_eligible.iter().enumerate() {
+    for i in r.o_busy.iter().filter_map(|i| at(*i)) {
+        outcome[i] = Settled::Refused(ApiError::IdempotencyKeyInUse);
+    }
+    let eligible: HashSet<i32> = r.o_eligible.iter().copied().collect();
+    for i in r.o_claimed.iter().filter(|i| !eligible.contains(i)) {
         if let Some(i) = at(*i) {
-            outcome[i] = match (&closed, n < granted) {
-                (_, true) => Settled::Granted,
-                (Some(reason), false) => Settled::Refused(reason.clone_refusal()),
-                (None, false) => Settled::Refused(ApiError::SoldOut),
-            };
+            outcome[i] = Settled::Refused(ApiError::LimitReached);
         }
     }
-    Ok(outcome)
+    let granted = usize::try_from(r.o_granted).unwrap_or(0);
+    for i in r.o_eligible.iter().take(granted).filter_map(|i| at(*i)) {
+        outcome[i] = Settled::Granted;
+    }
+    outcome
 }

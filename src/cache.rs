@@ -4,7 +4,6 @@
 //! unreachable Redis can make voucherd slower but never wrong.
 
 use std::{
-    hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -17,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::{
     campaigns::{self, CampaignRow},
+    dbclock::DbClock,
     dbwatch::DbWatch,
     domain::{CampaignId, UserId},
     error::{ApiError, ApiResult},
@@ -143,30 +143,80 @@ fn redis_key(id: CampaignId) -> String {
     format!("voucherd:campaign:{id}")
 }
 
-/// Users known to hold a voucher of a sold-out campaign, as sorted hashes. A hash
-/// collision only costs a database lookup; a user absent from the set provably
-/// holds none, so their grab cannot be a replay and is refused from memory.
-pub struct Holders(Vec<u64>);
+/// Users who hold a voucher of a campaign that cannot grant (sold out, paused,
+/// ended), as a Bloom filter: a user it does not contain provably holds none, so their
+/// grab cannot be a replay and is refused from memory; a false positive (1 in 100)
+/// costs one indexed read of the key, never a wrong answer. About 1.2 bytes per
+/// holder, so ten million holders fit in 12 MiB, built a page at a time.
+pub struct Holders(fastbloom::BloomFilter);
 
-fn user_hash(user: &UserId) -> u64 {
-    let mut h = DefaultHasher::new();
-    user.as_str().hash(&mut h);
-    h.finish()
-}
+/// The filter's false-positive rate.
+const HOLDERS_FALSE_POSITIVES: f64 = 0.01;
+/// Holders read per query while the filter is built.
+const HOLDERS_PAGE: i64 = 50_000;
+/// All holder filters of this process together.
+const HOLDERS_MEMORY: u64 = 256 * 1024 * 1024;
 
 impl Holders {
+    /// An empty filter sized for up to `holders` users (a campaign's `issued` bounds
+    /// its holders).
+    pub fn sized_for(holders: u64) -> Self {
+        Holders(
+            fastbloom::BloomFilter::with_false_pos(HOLDERS_FALSE_POSITIVES)
+                .expected_items(holders.max(1) as usize),
+        )
+    }
+
+    pub fn insert(&mut self, user: &str) {
+        self.0.insert(user);
+    }
+
     pub fn contains(&self, user: &UserId) -> bool {
-        self.0.binary_search(&user_hash(user)).is_ok()
+        self.0.contains(user.as_str())
+    }
+
+    /// The filter's memory.
+    pub fn bytes(&self) -> usize {
+        self.0.num_bits() / 8
+    }
+
+    /// Reads the campaign's holders from Postgres, `HOLDERS_PAGE` at a time in key
+    /// order, so no query returns (or holds in memory) more than a page.
+    async fn load(pool: &PgPool, campaign: &CampaignRow) -> Result<Self, sqlx::Error> {
+        let mut holders = Holders::sized_for(campaign.issued.max(0) as u64);
+        let mut after = String::new();
+        loop {
+            let page: Vec<String> = sqlx::query_scalar(
+                "SELECT user_id FROM user_claims WHERE campaign_id = $1 AND user_id > $2
+                 ORDER BY user_id LIMIT $3",
+            )
+            .bind(campaign.id)
+            .bind(&after)
+            .bind(HOLDERS_PAGE)
+            .fetch_all(pool)
+            .await?;
+            for user in &page {
+                holders.insert(user);
+            }
+            let full = page.len() as i64 == HOLDERS_PAGE;
+            match page.into_iter().last() {
+                Some(last) if full => after = last,
+                _ => return Ok(holders),
+            }
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct CampaignCache {
     local: moka::future::Cache<CampaignId, Option<Arc<CampaignRow>>>,
-    /// Keyed by total stock: new stock makes a new (and no longer sold-out) entry.
+    /// Keyed by the campaign's `issued`: a campaign that cannot grant keeps its
+    /// holders, and any grant since makes a new entry.
     holders: moka::future::Cache<(CampaignId, i64), Arc<Holders>>,
     redis: Option<Redis>,
     dbwatch: DbWatch,
+    /// Postgres' clock, measured with every snapshot read from Postgres.
+    clock: DbClock,
 }
 
 /// `moka` shares one loader error between all waiters; rebuild an owned one.
@@ -187,12 +237,19 @@ impl CampaignCache {
                 .time_to_live(LOCAL_TTL)
                 .build(),
             holders: moka::future::Cache::builder()
-                .max_capacity(64)
+                .weigher(|_, h: &Arc<Holders>| u32::try_from(h.bytes()).unwrap_or(u32::MAX))
+                .max_capacity(HOLDERS_MEMORY)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             redis,
             dbwatch,
+            clock: DbClock::default(),
         }
+    }
+
+    /// Postgres' clock as last measured.
+    pub fn clock(&self) -> &DbClock {
+        &self.clock
     }
 
     pub fn redis(&self) -> Option<&Redis> {
@@ -209,14 +266,17 @@ impl CampaignCache {
     }
 
     async fn load(&self, pool: &PgPool, id: CampaignId) -> ApiResult<Option<Arc<CampaignRow>>> {
+        // Another instance's snapshot will do while this one's clock reading is
+        // fresh; otherwise read Postgres, which also measures its clock.
         if let Some(redis) = &self.redis
+            && self.clock.is_fresh()
             && let Some(json) = redis.get(&redis_key(id)).await
             && let Ok(row) = serde_json::from_str::<CampaignRow>(&json)
         {
             return Ok(Some(Arc::new(row)));
         }
         self.dbwatch.check()?;
-        let row = campaigns::fetch(pool, id).await?;
+        let row = campaigns::fetch_measuring_clock(pool, id, &self.clock).await?;
         if let (Some(redis), Some(row)) = (&self.redis, &row)
             && let Ok(json) = serde_json::to_string(row)
         {
@@ -234,7 +294,9 @@ impl CampaignCache {
         }
     }
 
-    /// Whether `user` might hold a voucher of this sold-out campaign.
+    /// Whether `user` might hold a voucher of this campaign, which cannot grant now
+    /// (so its holders do not change while `issued` does not). Concurrent misses
+    /// share one load.
     pub async fn may_hold(
         &self,
         pool: &PgPool,
@@ -244,23 +306,39 @@ impl CampaignCache {
         let id = CampaignId(campaign.id);
         let holders = self
             .holders
-            .try_get_with((id, campaign.total_stock), async {
+            .try_get_with((id, campaign.issued), async {
                 self.dbwatch.check()?;
-                let users: Vec<String> =
-                    sqlx::query_scalar("SELECT user_id FROM user_claims WHERE campaign_id = $1")
-                        .bind(campaign.id)
-                        .fetch_all(pool)
-                        .await?;
-                let mut hashes: Vec<u64> = users
-                    .iter()
-                    .filter_map(|u| UserId::parse(u))
-                    .map(|u| user_hash(&u))
-                    .collect();
-                hashes.sort_unstable();
-                Ok::<_, ApiError>(Arc::new(Holders(hashes)))
+                Ok::<_, ApiError>(Arc::new(Holders::load(pool, campaign).await?))
             })
             .await
             .map_err(shared_error)?;
         Ok(holders.contains(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_million_holders_fit_in_32_mib_and_every_holder_is_found() {
+        let filter = Holders::sized_for(10_000_000);
+        assert!(
+            filter.bytes() <= 32 * 1024 * 1024,
+            "{} bytes for ten million holders",
+            filter.bytes()
+        );
+        let mut holders = Holders::sized_for(20_000);
+        for i in 0..20_000 {
+            holders.insert(&format!("user-{i}"));
+        }
+        for i in 0..20_000 {
+            assert!(holders.contains(&UserId::parse(&format!("user-{i}")).unwrap()));
+        }
+        let strangers = (0..20_000)
+            .filter(|i| holders.contains(&UserId::parse(&format!("stranger-{i}")).unwrap()))
+            .count();
+        // 1% expected; a filter that answered "maybe" to everyone would be useless.
+        assert!(strangers < 600, "{strangers} false positives in 20,000");
     }
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::Admin,
+    dbclock::DbClock,
     domain::{CampaignId, Discount},
     error::{ApiError, ApiResult, FieldError},
     events::{self, EventType},
@@ -95,6 +96,31 @@ impl CampaignRow {
             CampaignStatus::Scheduled => Some(ApiError::CampaignNotActive("not open yet")),
             CampaignStatus::Paused => Some(ApiError::CampaignNotActive("paused")),
             CampaignStatus::Ended => Some(ApiError::CampaignNotActive("over")),
+        }
+    }
+
+    /// What this snapshot lets a grab be told without Postgres, given bounds on
+    /// Postgres' clock now (`None`: not measured). `None` when only Postgres can
+    /// decide: the campaign looks open, or the clock is too close to `starts_at` or
+    /// `ends_at` to call. Otherwise the refusal, and whether the caller might be a
+    /// holder replaying a grant (a campaign not open yet has no holders).
+    pub fn verdict(
+        &self,
+        db_now: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> Option<(ApiError, bool)> {
+        let (earliest, latest) = db_now?;
+        if latest < self.starts_at {
+            Some((ApiError::CampaignNotActive("not open yet"), false))
+        } else if earliest >= self.ends_at {
+            Some((ApiError::CampaignNotActive("over"), true))
+        } else if earliest < self.starts_at || latest >= self.ends_at {
+            None
+        } else if self.paused {
+            Some((ApiError::CampaignNotActive("paused"), true))
+        } else if self.remaining <= 0 {
+            Some((ApiError::SoldOut, true))
+        } else {
+            None
         }
     }
 
@@ -314,18 +340,45 @@ pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>,
         .await
 }
 
+#[derive(sqlx::FromRow)]
+struct Timed {
+    #[sqlx(flatten)]
+    row: CampaignRow,
+    db_now: DateTime<Utc>,
+}
+
+/// Reads one campaign straight from Postgres, and Postgres' clock with it.
+pub async fn fetch_measuring_clock(
+    pool: &PgPool,
+    id: CampaignId,
+    clock: &DbClock,
+) -> Result<Option<CampaignRow>, sqlx::Error> {
+    let sent = Utc::now();
+    let timed: Option<Timed> =
+        sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
+    let received = Utc::now();
+    Ok(timed.map(|t| {
+        clock.record(sent, t.db_now, received);
+        t.row
+    }))
+}
+
 /// Why a grant's conditional decrement took nothing (paused, not started, over,
-/// else sold out), read in the grant's own transaction or just after the batch.
+/// else sold out), read in the grant's own transaction and judged by the time
+/// Postgres used for it.
 pub async fn refusal_of<'e>(
     db: impl sqlx::PgExecutor<'e>,
     id: Uuid,
 ) -> Result<crate::error::ApiError, sqlx::Error> {
-    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
+    let t: Timed = sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
         .bind(id)
         .fetch_one(db)
         .await?;
-    Ok(row
-        .refusal(Utc::now())
+    Ok(t.row
+        .refusal(t.db_now)
         .unwrap_or(crate::error::ApiError::SoldOut))
 }
 

@@ -37,8 +37,21 @@ pub struct Settings {
     pub grab_mode: GrabMode,
     /// Most grants committed in one batch transaction.
     pub grab_batch_max: usize,
-    /// Batch writers per campaign; two let one batch write while another commits.
+    /// Batches of one campaign in flight at once; two let one batch form while
+    /// another commits.
     pub grab_writers: usize,
+    /// Batch writers, and so pooled connections, for all campaigns together; below
+    /// the pool size, so admin, redemption, wallet and readiness traffic always has
+    /// connections left.
+    pub grab_writer_connections: usize,
+    /// How long after its request arrived a grab may still be sent to Postgres; a
+    /// grab past it is dropped unwritten and answered 503 `overloaded`.
+    pub grab_deadline: Duration,
+    /// Most grabs waiting on one campaign; past it a grab is refused at once.
+    pub grab_queue_max: usize,
+    /// How long the oldest waiting grab of a campaign may have waited before new
+    /// ones are refused at once.
+    pub grab_queue_max_wait: Duration,
     /// Grabs and redemptions per second per user (also the burst); 0 turns it off.
     pub rate_limit_user: u32,
     /// The same per client IP (the connection's peer); 0 turns it off.
@@ -214,6 +227,39 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     };
     let grab_batch_max = number(&opt, "GRAB_BATCH_MAX", 512, 1..=10_000)?;
     let grab_writers = number(&opt, "GRAB_WRITERS", 2, 1..=16)?;
+    let pool = db_max_connections as usize;
+    let grab_writer_connections =
+        number(&opt, "GRAB_WRITER_CONNECTIONS", (pool / 4).max(1), 1..=1000)?;
+    if grab_mode == GrabMode::Batched && grab_writer_connections >= pool {
+        return Err(err(
+            "GRAB_WRITER_CONNECTIONS",
+            format!(
+                "must be below DATABASE_MAX_CONNECTIONS ({pool}), so grant writers never take the whole pool"
+            ),
+        ));
+    }
+    let grab_deadline = duration(&opt, "GRAB_DEADLINE", Duration::from_secs(5))?;
+    // A grab sent at its deadline must still be answered by Postgres (its statement
+    // bound, plus a second of slack) before the request's own timeout.
+    let grab_deadline_max =
+        request_timeout.saturating_sub(crate::STATEMENT_BOUND + Duration::from_secs(1));
+    if grab_deadline < Duration::from_millis(100) || grab_deadline > grab_deadline_max {
+        return Err(err(
+            "GRAB_DEADLINE",
+            format!(
+                "must be from 100ms to {} (REQUEST_TIMEOUT less the 5s statement bound and 1s)",
+                humantime::format_duration(grab_deadline_max)
+            ),
+        ));
+    }
+    let grab_queue_max = number(&opt, "GRAB_QUEUE_MAX", 4 * grab_batch_max, 1..=1_000_000)?;
+    let grab_queue_max_wait = duration(&opt, "GRAB_QUEUE_MAX_WAIT", Duration::from_secs(1))?;
+    if grab_queue_max_wait.is_zero() || grab_queue_max_wait > grab_deadline {
+        return Err(err(
+            "GRAB_QUEUE_MAX_WAIT",
+            "must be above 0 and at most GRAB_DEADLINE",
+        ));
+    }
     let rate_limit_user = number(&opt, "RATE_LIMIT_USER", 10, 0..=1_000_000)? as u32;
     let rate_limit_ip = number(&opt, "RATE_LIMIT_IP", 0, 0..=1_000_000)? as u32;
     let max_connections = number(&opt, "MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
@@ -254,6 +300,10 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         grab_mode,
         grab_batch_max,
         grab_writers,
+        grab_writer_connections,
+        grab_deadline,
+        grab_queue_max,
+        grab_queue_max_wait,
         rate_limit_user,
         rate_limit_ip,
         max_connections,
@@ -386,12 +436,36 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("HEADER_READ_TIMEOUT", "0s"),
             ("BODY_READ_TIMEOUT", "15s"),
+            ("GRAB_WRITER_CONNECTIONS", "32"),
+            ("GRAB_WRITER_CONNECTIONS", "0"),
+            ("GRAB_DEADLINE", "10s"),
+            ("GRAB_DEADLINE", "1ms"),
+            ("GRAB_QUEUE_MAX", "0"),
+            ("GRAB_QUEUE_MAX_WAIT", "6s"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());
             let e = load(&map).expect_err(name);
             assert_eq!(e.name, name, "{value}");
         }
+    }
+
+    #[test]
+    fn grant_writers_get_a_quarter_of_the_pool_and_never_all_of_it() {
+        let mut map = base();
+        map.insert("DATABASE_MAX_CONNECTIONS", "4".into());
+        let s = load(&map).unwrap();
+        assert_eq!(s.grab_writer_connections, 1);
+        assert_eq!(s.grab_queue_max, 4 * s.grab_batch_max);
+        map.insert("DATABASE_MAX_CONNECTIONS", "1".into());
+        assert_eq!(load(&map).unwrap_err().name, "GRAB_WRITER_CONNECTIONS");
+        map.insert("GRAB_MODE", "single".into());
+        assert!(load(&map).is_ok());
+        // A longer request timeout leaves room for a longer deadline.
+        let mut map = base();
+        map.insert("REQUEST_TIMEOUT", "30s".into());
+        map.insert("GRAB_DEADLINE", "20s".into());
+        assert_eq!(load(&map).unwrap().grab_deadline, Duration::from_secs(20));
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub enum ApiError {
     /// changed and the same request may be retried with the same key.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// Admission control: the campaign's queue is past its bound, or the grab could
+    /// not be written before its deadline. Refused before any Postgres work.
+    #[error("too many grabs are waiting on this campaign; nothing was recorded, retry shortly")]
+    Overloaded,
     /// Anything else; logged with its cause, shown to the client as an opaque 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -122,7 +126,7 @@ impl ApiError {
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable(_) | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +158,7 @@ impl ApiError {
             RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
             DeadLetterNotFound => "dead_letter_not_found",
             Unavailable(_) => "service_unavailable",
+            Overloaded => "overloaded",
             RateLimited(_) => "rate_limited",
             Internal(_) => "internal_error",
         }
@@ -177,6 +182,8 @@ impl ApiError {
             CampaignNotActive(s) => CampaignNotActive(s),
             CampaignNotFound => CampaignNotFound,
             Unavailable(m) => Unavailable(m),
+            Overloaded => Overloaded,
+            IdempotencyKeyInUse => IdempotencyKeyInUse,
             _ => Unavailable("the request failed and changed nothing; retry with the same key"),
         }
     }
@@ -185,7 +192,7 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::IdempotencyKeyInUse | ApiError::Unavailable(_)
+            ApiError::IdempotencyKeyInUse | ApiError::Unavailable(_) | ApiError::Overloaded
         )
     }
 }
@@ -216,6 +223,18 @@ pub fn problem_response(
         .into_response()
 }
 
+/// A `Retry-After` for a refusal that changed nothing: whole seconds (RFC 9110
+/// delay-seconds), uniform over 1 to 3, so the clients refused together in one stall
+/// come back spread over two seconds rather than all in the same one.
+pub fn retry_after() -> HeaderValue {
+    retry_after_from(1)
+}
+
+/// `Retry-After` of at least `secs`, jittered by up to two more seconds.
+pub fn retry_after_from(secs: u64) -> HeaderValue {
+    HeaderValue::from(secs.max(1) + rand::random_range(0..=2u64))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -228,7 +247,7 @@ impl IntoResponse for ApiError {
             let mut response = problem_response(status, code, detail, None);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                .insert(header::RETRY_AFTER, retry_after_from(secs));
             return response;
         }
         let (mut response, extra) = match self {
@@ -239,10 +258,13 @@ impl IntoResponse for ApiError {
                 problem_response(status, code, detail, None),
                 Some((header::WWW_AUTHENTICATE, "Bearer")),
             ),
-            e if e.is_retryable() => (
-                problem_response(status, code, detail, None),
-                Some((header::RETRY_AFTER, "1")),
-            ),
+            e if e.is_retryable() => {
+                let mut response = problem_response(status, code, detail, None);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after());
+                (response, None)
+            }
             _ => (problem_response(status, code, detail, None), None),
         };
         if let Some((name, value)) = extra {

@@ -9,6 +9,8 @@ use axum::{
     response::Response,
     routing::post,
 };
+use std::sync::Arc;
+
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -22,10 +24,11 @@ use crate::{
     cache::CampaignCache,
     campaigns::{self, CampaignRow},
     dbwatch::DbWatch,
+    deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
     events::{self, EventType},
-    idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, json_bytes_response},
+    idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, Share, json_bytes_response},
     json::EmptyBody,
     limits::ClientIp,
     vouchers::{self, Voucher, VoucherRow},
@@ -42,7 +45,7 @@ pub struct ClaimResponse {
 
 /// One grab, as the route hands it over.
 pub struct GrabRequest<'a> {
-    pub campaign: &'a CampaignRow,
+    pub campaign: &'a Arc<CampaignRow>,
     pub user: &'a UserId,
     pub key: &'a IdempotencyKey,
     pub fingerprint: &'a [u8],
@@ -92,6 +95,7 @@ impl Grabber {
         user: &UserId,
         key: &IdempotencyKey,
         fingerprint: &[u8],
+        clock: &RequestClock,
     ) -> ApiResult<Response> {
         // One async block, so every way out (replay, refusal, grant) is counted.
         let result: ApiResult<Response> = async {
@@ -107,28 +111,31 @@ impl Grabber {
                 .get(&self.db, campaign)
                 .await?
                 .ok_or(ApiError::CampaignNotFound)?;
+            // Not open yet, paused, over or sold out: answered from the snapshot, judged
+            // by Postgres' clock, so the herd costs Postgres nothing. Only a caller who
+            // may hold a voucher of the campaign (it is replaying a grant) costs one
+            // indexed read of the key.
+            if let Some((refusal, holders)) = campaign.verdict(self.cache.clock().now()) {
+                if !holders || !self.cache.may_hold(&self.db, &campaign, user).await? {
+                    return Err(refusal);
+                }
+                let stored = self
+                    .idempotency
+                    .stored(&self.db, &scope, key, fingerprint)
+                    .await?;
+                return stored.ok_or(refusal);
+            }
             let req = GrabRequest {
                 campaign: &campaign,
                 user,
                 key,
                 fingerprint,
             };
-            let cached_refusal = req.campaign.refusal(Utc::now());
-            // Sold out: a user holding no voucher of this campaign cannot be replaying a
-            // grant, so the refusal needs no database at all.
-            if matches!(cached_refusal, Some(ApiError::SoldOut))
-                && !self
-                    .cache
-                    .may_hold(&self.db, req.campaign, req.user)
-                    .await?
-            {
-                return Err(ApiError::SoldOut);
-            }
             // Everything past here needs Postgres.
             self.dbwatch.check()?;
             match &self.batcher {
-                Some(batcher) => self.batched(batcher, req, scope, cached_refusal).await,
-                None => self.single(req, scope, cached_refusal).await,
+                Some(batcher) => self.batched(batcher, req, scope, clock).await,
+                None => self.single(req, scope, clock).await,
             }
         }
         .await;
@@ -164,29 +171,22 @@ impl Grabber {
         Ok((row, body.into_bytes(), event))
     }
 
-    /// Batched: wait for this key's in-flight twin, refuse from the snapshot (after
-    /// checking for a stored answer), else queue on the campaign's batch writer.
+    /// Batched: wait for this key's in-flight twin, else queue on the campaign's
+    /// batch writers, handing them the key's guard until the outcome is known.
     async fn batched(
         &self,
         batcher: &Batcher,
         req: GrabRequest<'_>,
         scope: Scope,
-        cached_refusal: Option<ApiError>,
+        clock: &RequestClock,
     ) -> ApiResult<Response> {
-        let _in_flight = self.idempotency.acquire(&scope, req.key).await?;
+        let in_flight = self.idempotency.acquire(&scope, req.key).await?;
         if let Some(resp) = self
             .idempotency
             .cached(&scope, req.key, req.fingerprint)
             .await?
         {
             return Ok(resp);
-        }
-        if let Some(refusal) = cached_refusal {
-            let stored = self
-                .idempotency
-                .stored(&self.db, &scope, req.key, req.fingerprint)
-                .await?;
-            return stored.ok_or(refusal);
         }
         let (voucher, body, event) = self.prepare(&req)?;
         let grab = Prepared {
@@ -198,7 +198,8 @@ impl Grabber {
             event_id: Uuid::now_v7(),
             event,
         };
-        match batcher.submit(req.campaign, grab).await {
+        let (settled, _in_flight) = batcher.submit(req.campaign, grab, clock, in_flight).await;
+        match settled {
             Settled::Granted => {
                 self.idempotency
                     .remember(
@@ -207,7 +208,7 @@ impl Grabber {
                         req.fingerprint,
                         StatusCode::CREATED,
                         &body,
-                        false,
+                        Share::ThisInstance,
                     )
                     .await;
                 Ok(json_bytes_response(StatusCode::CREATED, body))
@@ -216,7 +217,7 @@ impl Grabber {
                 .idempotency
                 .stored(&self.db, &scope, req.key, req.fingerprint)
                 .await?
-                // Claimed by a transaction still open in another instance.
+                // Recorded, then purged between the batch and this read.
                 .ok_or(ApiError::IdempotencyKeyInUse),
             Settled::Refused(e) => {
                 if matches!(e, ApiError::SoldOut | ApiError::CampaignNotActive(_)) {
@@ -233,13 +234,11 @@ impl Grabber {
         &self,
         req: GrabRequest<'_>,
         scope: Scope,
-        cached_refusal: Option<ApiError>,
+        clock: &RequestClock,
     ) -> ApiResult<Response> {
         let begun = self
             .idempotency
-            .begin(&self.db, &scope, req.key, req.fingerprint, || {
-                cached_refusal.map_or(Ok(()), Err)
-            })
+            .begin(&self.db, &scope, req.key, req.fingerprint, clock, || Ok(()))
             .await?;
         let mut claim = match begun {
             Begun::Replay(resp) => return Ok(resp),
@@ -337,6 +336,7 @@ async fn claim(
     State(state): State<AppState>,
     User(user): User,
     ClientIp(ip): ClientIp,
+    clock: RequestClock,
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
@@ -344,7 +344,7 @@ async fn claim(
     let id = CampaignId::parse(&id)?;
     state
         .grabber
-        .grab(id, &user, &req.key, &req.fingerprint)
+        .grab(id, &user, &req.key, &req.fingerprint, &clock)
         .await
 }
 

@@ -21,6 +21,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
     cache::Redis,
+    deadline::RequestClock,
     error::{ApiError, ApiResult},
     json,
 };
@@ -156,6 +157,8 @@ pub struct Idempotent<T> {
     pub key: IdempotencyKey,
     pub fingerprint: Vec<u8>,
     pub body: T,
+    /// The request's clock, so the commit can say it has begun (see `deadline`).
+    pub clock: RequestClock,
 }
 
 impl<S, T> FromRequest<S> for Idempotent<T>
@@ -172,6 +175,11 @@ where
         };
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
+        let clock = req
+            .extensions()
+            .get::<RequestClock>()
+            .cloned()
+            .unwrap_or_default();
         let deadline = req
             .extensions()
             .get::<json::BodyDeadline>()
@@ -187,6 +195,7 @@ where
             key,
             fingerprint,
             body,
+            clock,
         })
     }
 }
@@ -202,7 +211,14 @@ impl<T> Idempotent<T> {
     ) -> ApiResult<Begun> {
         state
             .idempotency
-            .begin(&state.db, scope, &self.key, &self.fingerprint, precheck)
+            .begin(
+                &state.db,
+                scope,
+                &self.key,
+                &self.fingerprint,
+                &self.clock,
+                precheck,
+            )
             .await
     }
 }
@@ -234,6 +250,7 @@ pub struct Claim {
     /// The response stored by `complete`, cached once the commit succeeds.
     answer: Option<(StatusCode, Vec<u8>)>,
     store: Store,
+    clock: RequestClock,
     _in_flight: InFlightGuard,
 }
 
@@ -254,8 +271,18 @@ impl Claim {
         Ok(())
     }
 
+    /// Commits the effect. From here on the request is never answered 5xx: if the
+    /// commit's outcome is unknown (the connection broke), it is 409
+    /// `idempotency_key_in_use`, and a retry finds out what committed.
     pub async fn commit(self) -> ApiResult<()> {
-        self.tx.commit().await?;
+        self.clock.mark_committing();
+        self.tx.commit().await.map_err(|e| match e {
+            sqlx::Error::Database(_) => ApiError::from(e),
+            other => {
+                tracing::warn!(error = %other, "commit outcome unknown");
+                ApiError::IdempotencyKeyInUse
+            }
+        })?;
         if let Some((status, body)) = &self.answer {
             self.store
                 .remember(
@@ -264,7 +291,7 @@ impl Claim {
                     &self.fingerprint,
                     *status,
                     body,
-                    false,
+                    Share::ThisInstance,
                 )
                 .await;
         }
@@ -282,6 +309,17 @@ pub struct Store {
     /// answer a retry without Postgres. In process first, then Redis.
     recent: Arc<quick_cache::sync::Cache<RecentKey, Arc<Stored>>>,
     redis: Option<Redis>,
+}
+
+/// Where a committed answer is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// In this process only: a fresh grant, whose retries mostly come back here,
+    /// keeps the grant path free of a Redis round trip.
+    ThisInstance,
+    /// Also in Redis: an answer read back from Postgres, i.e. a real retry, which
+    /// the other instances may see next.
+    AllInstances,
 }
 
 /// A cached answer's key: scope and key.
@@ -404,9 +442,8 @@ impl Store {
         Ok(Some(resp))
     }
 
-    /// Caches an answer that has committed. `share` also puts it in Redis for other
-    /// instances (done for answers read back from Postgres, i.e. actual retries, to
-    /// keep the grant path free of extra round trips).
+    /// Caches an answer that has committed, here and, where `share` says so, in
+    /// Redis for the other instances.
     pub async fn remember(
         &self,
         scope: &Scope,
@@ -414,7 +451,7 @@ impl Store {
         fingerprint: &[u8],
         status: StatusCode,
         body: &[u8],
-        share: bool,
+        share: Share,
     ) {
         let stored = Arc::new(Stored {
             at: Instant::now(),
@@ -422,7 +459,9 @@ impl Store {
             status: status.as_u16(),
             body: body.to_vec(),
         });
-        if share && let Some(redis) = &self.redis {
+        if share == Share::AllInstances
+            && let Some(redis) = &self.redis
+        {
             redis
                 .set_bytes_px(
                     &redis_key(scope, key),
@@ -460,7 +499,7 @@ impl Store {
             &stored.fingerprint,
             StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
             &stored.body,
-            true,
+            Share::AllInstances,
         )
         .await;
         Ok(Some(resp))
@@ -478,6 +517,7 @@ impl Store {
         scope: &Scope,
         key: &IdempotencyKey,
         fingerprint: &[u8],
+        clock: &RequestClock,
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
         // Retries of a finished request are the common case in a retry storm: answer
@@ -522,6 +562,7 @@ impl Store {
                 fingerprint: fingerprint.to_vec(),
                 answer: None,
                 store: self.clone(),
+                clock: clock.clone(),
                 _in_flight: guard,
             })));
         }

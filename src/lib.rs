@@ -6,7 +6,9 @@ pub mod batch;
 pub mod cache;
 pub mod campaigns;
 pub mod config;
+pub mod dbclock;
 pub mod dbwatch;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -40,7 +42,6 @@ use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
@@ -57,6 +58,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// fails with a retryable 503 well inside the request timeout.
 const LOCK_TIMEOUT: &str = "3s";
 const STATEMENT_TIMEOUT: &str = "5s";
+/// `STATEMENT_TIMEOUT` as a duration, for the settings that must fit around it.
+pub const STATEMENT_BOUND: Duration = Duration::from_secs(5);
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Everything a request needs, behind one `Arc`: extractors clone the state once
 /// each, and cloning several caches and a pool per request showed up in profiles.
@@ -153,8 +156,14 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         config::GrabMode::Batched => Some(batch::Batcher::new(
             db.clone(),
             dbwatch.clone(),
-            settings.grab_batch_max,
-            settings.grab_writers,
+            batch::BatchLimits {
+                max_batch: settings.grab_batch_max,
+                connections: settings.grab_writer_connections,
+                per_campaign: settings.grab_writers,
+                queue_max: settings.grab_queue_max,
+                queue_max_wait: settings.grab_queue_max_wait,
+                deadline: settings.grab_deadline,
+            },
         )),
         config::GrabMode::Single => None,
     };
@@ -210,10 +219,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::map_response(dress_errors))
                 .layer(cors)
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    timeout,
-                ))
+                .layer(middleware::from_fn_with_state(timeout, deadline::enforce))
                 .layer(Extension(json::BodyDeadline(state.settings.body_read_timeout)))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
@@ -266,8 +272,8 @@ async fn dress_errors(response: Response) -> Response {
             "this route does not accept this method",
         ),
         StatusCode::SERVICE_UNAVAILABLE => (
-            "timeout",
-            "the request took too long; retry with the same Idempotency-Key",
+            "service_unavailable",
+            "the service cannot answer now and changed nothing; retry shortly",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
@@ -281,10 +287,10 @@ async fn dress_errors(response: Response) -> Response {
             dressed.headers_mut().insert(name, v.clone());
         }
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         dressed
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, error::retry_after());
     }
     dressed
 }

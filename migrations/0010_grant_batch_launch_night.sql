@@ -1,0 +1,215 @@
+-- grant_batch, third version (the live body; 0008 and 0009 are history). Launch night
+-- showed three things the second version did not do:
+-- 1. A batch on a campaign that cannot grant (sold out, paused, scheduled, ended)
+--    inserted every key, claim, voucher and event and then undid them all. It now
+--    reads the committed row first and, if the campaign cannot grant, only reports
+--    which keys are already recorded (those are replayed) and writes nothing.
+-- 2. A key held uncommitted by another transaction (the same key in flight on another
+--    instance, stalled behind some other lock) made the whole batch wait on it until
+--    the lock timeout, failing every other user's grab in the batch. Keys are now
+--    claimed with a 50 ms lock wait; if one is held that long, each key is claimed on
+--    its own (a subtransaction per key, only in that rare case) and the held ones are
+--    reported busy (409 idempotency_key_in_use for that grab alone).
+-- 3. Why grabs were refused is judged here, by Postgres' clock (`o_state`), so the
+--    reason given never depends on the application's clock.
+-- The inputs are unchanged and the old outputs are kept, so an instance of the
+-- previous release keeps calling it during a rolling upgrade (a batch it sends to a
+-- campaign that cannot grant reads to it as keys in use: 409, retried). The outputs
+-- change, so the function is dropped and created rather than replaced.
+DROP FUNCTION grant_batch(uuid, integer, jsonb, bigint, text[], text[], bytea[], bytea[],
+                          uuid[], text[], text[], timestamptz[], timestamptz[], uuid[],
+                          text[], text, text, uuid);
+
+CREATE FUNCTION grant_batch(
+    p_campaign       uuid,
+    p_per_user_limit integer,
+    p_discount       jsonb,
+    p_min_order      bigint,
+    p_scopes         text[],
+    p_keys           text[],
+    p_fingerprints   bytea[],
+    p_bodies         bytea[],
+    p_ids            uuid[],
+    p_codes          text[],
+    p_users          text[],
+    p_issued_at      timestamptz[],
+    p_expires_at     timestamptz[],
+    p_event_ids      uuid[],
+    p_events         text[],
+    p_issued_type    text,
+    p_sold_out_type  text,
+    p_sold_out_id    uuid,
+    OUT o_claimed    integer[],
+    OUT o_eligible   integer[],
+    OUT o_granted    integer,
+    OUT o_open       boolean,
+    OUT o_taken      integer[],
+    OUT o_busy       integer[],
+    OUT o_state      text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_wanted      integer;
+    v_remaining   bigint;
+    v_total       bigint;
+    v_paused      boolean;
+    v_starts      timestamptz;
+    v_ends        timestamptz;
+    v_late_ids    uuid[];
+    v_late_events uuid[];
+    v_late_users  text[];
+    v_drop_scopes text[];
+    v_drop_keys   text[];
+BEGIN
+    o_claimed := '{}';
+    o_eligible := '{}';
+    o_granted := 0;
+    o_taken := '{}';
+    o_busy := '{}';
+
+    -- 0. The campaign as committed now, without a lock: if it cannot grant, nothing
+    --    is written; keys already recorded are reported so they are replayed.
+    SELECT remaining, paused, starts_at, ends_at INTO v_remaining, v_paused, v_starts, v_ends
+      FROM campaigns WHERE id = p_campaign;
+    o_state := CASE WHEN NOT FOUND OR now() >= v_ends THEN 'ended'
+                    WHEN now() < v_starts THEN 'scheduled'
+                    WHEN v_paused THEN 'paused'
+                    WHEN v_remaining <= 0 THEN 'sold_out'
+                    ELSE 'open' END;
+    IF o_state <> 'open' THEN
+        o_open := false;
+        SELECT coalesce(array_agg(g.i::integer ORDER BY g.i), '{}')
+          INTO o_taken
+          FROM unnest(p_scopes, p_keys) WITH ORDINALITY AS g(s, k, i)
+          JOIN idempotency_keys ik ON ik.scope = g.s AND ik.key = g.k;
+        RETURN;
+    END IF;
+    o_open := true;
+
+    -- 1. Claim the keys, each with its response; a key already recorded (a retry of
+    --    a committed grab) is skipped. Sorted, so concurrent batches take key locks in
+    --    one order. A key held by another open transaction is waited on for 50 ms at
+    --    most (a committing batch takes a few); past that, the keys are claimed one
+    --    by one and the held ones reported busy.
+    BEGIN
+        PERFORM set_config('lock_timeout', '50ms', true);
+        WITH ins AS (
+            INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, response_body)
+            SELECT s, k, f, 201, b
+            FROM unnest(p_scopes, p_keys, p_fingerprints, p_bodies) AS t(s, k, f, b)
+            ORDER BY s COLLATE "C", k COLLATE "C"
+            ON CONFLICT DO NOTHING
+            RETURNING scope, key)
+        SELECT coalesce(array_agg(g.i::integer ORDER BY g.i), '{}')
+          INTO o_claimed
+          FROM unnest(p_scopes, p_keys) WITH ORDINALITY AS g(s, k, i)
+          JOIN ins ON ins.scope = g.s AND ins.key = g.k;
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('lock_timeout', '50ms', true);
+        o_claimed := '{}';
+        FOR i IN 1 .. cardinality(p_keys) LOOP
+            BEGIN
+                INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, response_body)
+                VALUES (p_scopes[i], p_keys[i], p_fingerprints[i], 201, p_bodies[i])
+                ON CONFLICT DO NOTHING;
+                IF FOUND THEN
+                    o_claimed := o_claimed || i;
+                END IF;
+            EXCEPTION WHEN lock_not_available THEN
+                o_busy := o_busy || i;
+            END;
+        END LOOP;
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    SELECT coalesce(array_agg(g.i::integer ORDER BY g.i), '{}')
+      INTO o_taken
+      FROM generate_subscripts(p_keys, 1) AS g(i)
+     WHERE NOT g.i = ANY (o_claimed) AND NOT g.i = ANY (o_busy);
+
+    -- 2. The per-user limit: one conditional upsert per user (a batch holds at most
+    --    one grab per user).
+    WITH claimed AS (
+        SELECT u.user_id, u.i::integer AS i
+        FROM unnest(p_users) WITH ORDINALITY AS u(user_id, i)
+        JOIN unnest(o_claimed) AS c(i) ON c.i = u.i),
+    up AS (
+        INSERT INTO user_claims (campaign_id, user_id, claimed)
+        SELECT p_campaign, user_id, 1 FROM claimed
+        ORDER BY user_id COLLATE "C"
+        ON CONFLICT (campaign_id, user_id) DO UPDATE SET claimed = user_claims.claimed + 1
+        WHERE user_claims.claimed < p_per_user_limit
+        RETURNING user_id)
+    SELECT coalesce(array_agg(claimed.i ORDER BY claimed.i), '{}')
+      INTO o_eligible
+      FROM claimed JOIN up ON up.user_id = claimed.user_id;
+
+    v_wanted := cardinality(o_eligible);
+    IF v_wanted > 0 THEN
+        -- 3 and 4. Vouchers and their events, for every eligible grab.
+        INSERT INTO vouchers (id, code, campaign_id, user_id, discount, min_order_amount,
+                              issued_at, expires_at)
+        SELECT v.id, v.code, p_campaign, v.user_id, p_discount, p_min_order,
+               v.issued_at, v.expires_at
+        FROM unnest(p_ids, p_codes, p_users, p_issued_at, p_expires_at)
+             WITH ORDINALITY AS v(id, code, user_id, issued_at, expires_at, i)
+        JOIN unnest(o_eligible) AS e(i) ON e.i = v.i;
+        INSERT INTO events (id, type, data)
+        SELECT v.id, p_issued_type, v.data::jsonb
+        FROM unnest(p_event_ids, p_events) WITH ORDINALITY AS v(id, data, i)
+        JOIN unnest(o_eligible) AS e(i) ON e.i = v.i;
+
+        -- 5. The stock, last: one conditional decrement by as many as are left,
+        --    judged against the locked, committed row.
+        SELECT remaining, total_stock, paused, starts_at, ends_at
+          INTO v_remaining, v_total, v_paused, v_starts, v_ends
+          FROM campaigns WHERE id = p_campaign
+           FOR UPDATE;
+        o_state := CASE WHEN now() >= v_ends THEN 'ended'
+                        WHEN now() < v_starts THEN 'scheduled'
+                        WHEN v_paused THEN 'paused'
+                        ELSE 'open' END;
+        IF o_state <> 'open' THEN
+            o_open := false;
+        ELSE
+            o_granted := LEAST(v_remaining, v_wanted);
+            IF o_granted > 0 THEN
+                UPDATE campaigns
+                   SET remaining = remaining - o_granted, issued = issued + o_granted
+                 WHERE id = p_campaign;
+            END IF;
+            IF o_granted > 0 AND o_granted = v_remaining THEN
+                INSERT INTO events (id, type, data)
+                VALUES (p_sold_out_id, p_sold_out_type,
+                        jsonb_build_object('campaign_id', p_campaign, 'total_stock', v_total));
+            END IF;
+        END IF;
+
+        -- Grabs the stock ran out before (or all of them, if the campaign was not
+        -- open): remove their vouchers, events and one count from their users.
+        IF o_granted < v_wanted THEN
+            SELECT array_agg(v.id), array_agg(v.event_id), array_agg(v.user_id)
+              INTO v_late_ids, v_late_events, v_late_users
+              FROM unnest(p_ids, p_event_ids, p_users) WITH ORDINALITY AS v(id, event_id, user_id, i)
+              JOIN unnest(o_eligible[o_granted + 1 : v_wanted]) AS l(i) ON l.i = v.i;
+            DELETE FROM vouchers WHERE id = ANY (v_late_ids);
+            DELETE FROM events WHERE id = ANY (v_late_events);
+            DELETE FROM user_claims
+             WHERE campaign_id = p_campaign AND user_id = ANY (v_late_users) AND claimed = 1;
+            UPDATE user_claims SET claimed = claimed - 1
+             WHERE campaign_id = p_campaign AND user_id = ANY (v_late_users);
+        END IF;
+    END IF;
+
+    -- Refusals record nothing: drop the key of every claimed grab not granted.
+    IF cardinality(o_claimed) > o_granted THEN
+        SELECT array_agg(g.s), array_agg(g.k)
+          INTO v_drop_scopes, v_drop_keys
+          FROM unnest(p_scopes, p_keys) WITH ORDINALITY AS g(s, k, i)
+          JOIN unnest(o_claimed) AS c(i) ON c.i = g.i
+         WHERE NOT g.i = ANY (o_eligible[1 : o_granted]);
+        DELETE FROM idempotency_keys k
+         USING unnest(v_drop_scopes, v_drop_keys) AS r(s, kk)
+         WHERE k.scope = r.s AND k.key = r.kk;
+    END IF;
+END;
+$$;

@@ -1,0 +1,92 @@
+//! The whole-request deadline (`REQUEST_TIMEOUT`), and the one promise it must keep:
+//! a request whose commit was already sent to Postgres is never answered 5xx, since
+//! its effect may have landed. Such a request is answered 409
+//! `idempotency_key_in_use` instead, and its retries learn the real outcome.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::error::{ApiError, problem_response, retry_after};
+
+/// When the request arrived, and whether its commit has been sent. Put in every
+/// request's extensions by `enforce`.
+#[derive(Clone, Debug)]
+pub struct RequestClock {
+    pub arrived: Instant,
+    committing: Arc<AtomicBool>,
+}
+
+impl RequestClock {
+    pub fn new() -> Self {
+        RequestClock {
+            arrived: Instant::now(),
+            committing: Arc::default(),
+        }
+    }
+
+    /// Called right before the request's effect is sent to Postgres for commit.
+    pub fn mark_committing(&self) {
+        self.committing.store(true, Ordering::Release);
+    }
+
+    fn is_committing(&self) -> bool {
+        self.committing.load(Ordering::Acquire)
+    }
+}
+
+impl Default for RequestClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The request's clock; a fresh one where the middleware did not run (a router
+/// driven without it), so handlers never need to care.
+impl<S: Send + Sync> FromRequestParts<S> for RequestClock {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestClock>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Middleware: bounds the whole request by `timeout`. Past it, a request that has
+/// not begun to commit is answered 503 `timeout` (its transaction is rolled back when
+/// the handler is dropped); one that has is answered 409 `idempotency_key_in_use`.
+pub async fn enforce(State(timeout): State<Duration>, mut req: Request, next: Next) -> Response {
+    let clock = RequestClock::new();
+    req.extensions_mut().insert(clock.clone());
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) if clock.is_committing() => ApiError::IdempotencyKeyInUse.into_response(),
+        Err(_) => {
+            let mut response = problem_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long and changed nothing; retry with the same Idempotency-Key"
+                    .into(),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after());
+            response
+        }
+    }
+}
