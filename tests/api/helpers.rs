@@ -70,6 +70,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
+        Self::spawn_full(redis, extra, true).await
+    }
+
+    /// An instance without its background loops (purger, vacuum, Postgres watch,
+    /// webhooks), for tests that count the database work requests cause.
+    pub async fn spawn_quiet(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
+        Self::spawn_full(redis, extra, false).await
+    }
+
+    async fn spawn_full(
+        redis: RedisMode,
+        extra: &[(&str, &str)],
+        background: bool,
+    ) -> Arc<TestApp> {
         let mut env: HashMap<String, String> = HashMap::from([
             ("DATABASE_URL".into(), database_url()),
             ("JWT_SECRET".into(), JWT_SECRET.into()),
@@ -101,7 +115,7 @@ impl TestApp {
         }
         let db = voucherd::pool(&settings).unwrap();
         let state = voucherd::state(settings, db.clone()).unwrap();
-        let workers = voucherd::spawn_workers(&state);
+        let workers = background.then(|| voucherd::spawn_workers(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = voucherd::server::ServerLimits::from_settings(&state.settings);
@@ -119,7 +133,7 @@ impl TestApp {
             addr,
             client,
             db,
-            workers: std::sync::Mutex::new(Some(workers)),
+            workers: std::sync::Mutex::new(workers),
             server,
         })
     }
@@ -242,6 +256,7 @@ impl TestApp {
     /// a final answer arrives. Under a loaded CI machine a crowd of 2,000 can
     /// legitimately outwait the pool; what must hold is the final answers.
     pub async fn grab_settled(&self, token: &str, campaign: &str, key: &str) -> Grab {
+        let mut last = String::new();
         for _ in 0..RETRIES {
             let g = self.grab(token, campaign, key).await;
             let retryable =
@@ -249,9 +264,10 @@ impl TestApp {
             if !retryable {
                 return g;
             }
+            last = format!("{} {}", g.status, g.code());
             tokio::time::sleep(g.retry_after.min(Duration::from_millis(500))).await;
         }
-        panic!("no final answer to key {key} after {RETRIES} attempts");
+        panic!("no final answer to key {key} after {RETRIES} attempts; the last was {last}");
     }
 
     /// Checks the campaign's invariants through the audit endpoint and the rows.
@@ -323,6 +339,25 @@ impl Grab {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
+}
+
+/// Counts a problem body's `Retry-After` as RFC 9110 delay-seconds in 1..=3 (the
+/// service's jitter), failing the test otherwise.
+pub fn assert_jittered_retry_after(g: &Grab) {
+    let secs = g.retry_after.as_secs();
+    assert!(
+        (1..=3).contains(&secs),
+        "Retry-After {secs} s on {} {}",
+        g.status,
+        g.code()
+    );
+}
+
+/// A campaign body opening at `starts_at` (RFC 3339).
+pub fn campaign_opening(stock: i64, starts_at: &str) -> Value {
+    let mut body = campaign_body(stock, 1);
+    body["starts_at"] = starts_at.into();
+    body
 }
 
 pub fn campaign_body(stock: i64, per_user_limit: i64) -> Value {

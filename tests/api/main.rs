@@ -7,6 +7,7 @@ mod grab;
 mod helpers;
 mod idempotency;
 mod input;
+mod launch;
 mod lifecycle;
 mod ops;
 mod slow_clients;

@@ -1,0 +1,447 @@
+//! Launch night: many campaigns at once, a hot row held past the request timeout, a
+//! burst past the queue bound, the herd before opening and after sell-out, and one
+//! client's key in flight on two instances.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::helpers::{
+    Grab, RedisMode, TestApp, assert_jittered_retry_after, campaign_opening, database_url,
+    isolated_database, tally, token, unique,
+};
+
+/// A side transaction of the test's own holding `campaign`'s row, as a long admin
+/// transaction or a stalled disk would. Rolling it back releases the row (a dropped
+/// one would only roll back on the connection's next use).
+async fn hold_row<'c>(conn: &'c mut PgConnection, campaign: &str) -> Transaction<'c, Postgres> {
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
+        .bind(Uuid::parse_str(campaign).unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until at least `n` of voucherd's backends on this database wait on a lock
+/// (that is, grant batches are stuck in Postgres behind a held row).
+async fn until_waiting_on_locks(app: &TestApp, n: i64) {
+    for _ in 0..600 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'voucherd'
+               AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} voucherd backends ever waited on a lock");
+}
+
+async fn side_connection(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap()
+}
+
+/// Many more live campaigns than the pool has connections, each with grabs stuck in
+/// Postgres: admin reads, a redemption and `/readyz` are still served, because the
+/// grant writers together hold at most `GRAB_WRITER_CONNECTIONS` (here 1 of 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_live_campaigns_leave_the_pool_to_everyone_else() {
+    let app = TestApp::spawn_with(RedisMode::Real, &[("DATABASE_MAX_CONNECTIONS", "4")]).await;
+    // A voucher to redeem later, granted before the stall.
+    let shop = app.campaign(10, 1).await;
+    let buyer = token(&unique("buyer"));
+    let voucher = app.grab(&buyer, &shop, &unique("k")).await;
+    assert_eq!(voucher.status, StatusCode::CREATED);
+    let code = voucher.body["voucher"]["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut campaigns = Vec::new();
+    for _ in 0..12 {
+        campaigns.push(app.campaign(100, 1).await);
+    }
+    let mut side = Vec::new();
+    for _ in &campaigns {
+        side.push(side_connection(&database_url()).await);
+    }
+    let mut held = Vec::new();
+    for (conn, c) in side.iter_mut().zip(&campaigns) {
+        held.push(hold_row(conn, c).await);
+    }
+    let grabs: Vec<_> = campaigns
+        .iter()
+        .flat_map(|c| (0..3).map(move |i| (c.clone(), i)))
+        .map(|(c, _)| {
+            let app = app.clone();
+            tokio::spawn(async move { app.grab(&token(&unique("u")), &c, &unique("k")).await })
+        })
+        .collect();
+    until_waiting_on_locks(&app, 1).await;
+
+    let (status, _) = app
+        .get_json(
+            &format!("/v1/admin/campaigns/{}", campaigns[0]),
+            Some(crate::helpers::ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "admin read during the stall");
+    let (status, _) = app.get_json("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "readiness during the stall");
+    let redeemed = app
+        .user_post(
+            &buyer,
+            &format!("/v1/vouchers/{code}/redemptions"),
+            &unique("r"),
+            Some(&json!({"order_id": unique("o"), "order_amount": 300000, "currency": "VND"})),
+        )
+        .await;
+    assert_eq!(redeemed.status, StatusCode::CREATED, "{:?}", redeemed.body);
+    let (status, _) = app.get_json("/v1/me/vouchers", Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "wallet during the stall");
+
+    for tx in held {
+        tx.rollback().await.unwrap();
+    }
+    for g in join_all(grabs).await {
+        let g = g.unwrap();
+        assert!(
+            g.status == StatusCode::CREATED
+                || g.status.is_server_error()
+                || g.status == StatusCode::CONFLICT,
+            "{} {:?}",
+            g.status,
+            g.body
+        );
+    }
+    for c in &campaigns {
+        app.assert_invariants(c).await;
+    }
+}
+
+/// The hot row held for longer than `REQUEST_TIMEOUT` while grabs queue behind it:
+/// every key answered 5xx changed nothing (sent again after the release, it is
+/// evaluated afresh, never replayed), and a grab that committed was never answered
+/// 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stall_past_the_request_timeout_never_hides_an_effect_behind_a_5xx() {
+    let app = TestApp::spawn_with(
+        RedisMode::Real,
+        &[("GRAB_BATCH_MAX", "1"), ("REQUEST_TIMEOUT", "12s")],
+    )
+    .await;
+    let campaign = app.campaign(1000, 1).await;
+    let mut conn = side_connection(&database_url()).await;
+    let held = hold_row(&mut conn, &campaign).await;
+    let stall_began = Instant::now();
+    let users: Vec<(String, String)> = (0..24)
+        .map(|_| (token(&unique("u")), unique("k")))
+        .collect();
+    let first: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|(t, k)| {
+            let (app, c) = (app.clone(), campaign.clone());
+            tokio::spawn(async move { app.grab(&t, &c, &k).await })
+        })
+        .collect();
+    until_waiting_on_locks(&app, 1).await;
+    // Every first attempt is answered while the row is still held: they are all
+    // refusals that changed nothing (503: a lock wait bound, or a deadline passed in
+    // the queue), never grants.
+    let first: Vec<Grab> = join_all(first)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for g in &first {
+        assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", g.body);
+        assert_jittered_retry_after(g);
+    }
+    assert!(
+        first.iter().any(|g| g.code() == "overloaded"),
+        "grabs past their deadline are dropped: {:?}",
+        tally(&first)
+    );
+    // The stall itself: the row stays held past REQUEST_TIMEOUT, so nothing queued
+    // can be waiting on the timeout layer to be written later.
+    tokio::time::sleep_until((stall_began + Duration::from_secs(13)).into()).await;
+    held.rollback().await.unwrap();
+    for (t, k) in &users {
+        let again = app.grab_settled(t, &campaign, k).await;
+        assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+        assert!(!again.replayed, "a key answered 5xx had an effect: {k}");
+    }
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(c["issued"], users.len());
+}
+
+/// A burst beyond `GRAB_QUEUE_MAX` while the campaign's writers are stuck: the excess
+/// is refused at once with 503 `overloaded` and a jittered `Retry-After`, and nothing
+/// is recorded for it (the same keys grant afresh later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_past_the_queue_bound_is_shed_with_nothing_recorded() {
+    let app = TestApp::spawn_with(
+        RedisMode::Real,
+        &[("GRAB_BATCH_MAX", "1"), ("GRAB_QUEUE_MAX", "4")],
+    )
+    .await;
+    let campaign = app.campaign(1000, 1).await;
+    let mut conn = side_connection(&database_url()).await;
+    let held = hold_row(&mut conn, &campaign).await;
+    // Two grabs take both of the campaign's writer slots, stuck on the row.
+    let plugs: Vec<(String, String)> = (0..2).map(|_| (token(&unique("u")), unique("k"))).collect();
+    let plug_tasks: Vec<_> = plugs
+        .iter()
+        .cloned()
+        .map(|(t, k)| {
+            let (app, c) = (app.clone(), campaign.clone());
+            tokio::spawn(async move { app.grab(&t, &c, &k).await })
+        })
+        .collect();
+    until_waiting_on_locks(&app, 2).await;
+    let burst: Vec<(String, String)> = (0..30)
+        .map(|_| (token(&unique("u")), unique("k")))
+        .collect();
+    let answers: Vec<Grab> = join_all(burst.iter().map(|(t, k)| app.grab(t, &campaign, k))).await;
+    let shed: Vec<&Grab> = answers
+        .iter()
+        .filter(|g| g.code() == "overloaded")
+        .collect();
+    // At most the queue bound waits; a few more may enter if the plugs' lock waits
+    // run out (3 s) during the burst.
+    assert!(shed.len() >= 20, "{:?}", tally(&answers));
+    for g in &shed {
+        assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_jittered_retry_after(g);
+    }
+    for (_, k) in &burst {
+        let recorded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = $1")
+                .bind(k)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(recorded, 0, "a shed grab left its key recorded");
+    }
+    held.rollback().await.unwrap();
+    join_all(plug_tasks).await;
+    for (t, k) in burst.iter().chain(&plugs) {
+        let again = app.grab_settled(t, &campaign, k).await;
+        assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+        assert!(!again.replayed);
+    }
+    app.assert_invariants(&campaign).await;
+}
+
+/// The database's committed and rolled-back transactions so far, read on a
+/// connection of its own (closed, so its own transaction is flushed too).
+async fn transactions(url: &str) -> i64 {
+    let mut conn = side_connection(url).await;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database
+         WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+/// Closes the instance's pool and waits until its backends have exited, which is
+/// when Postgres counts their transactions.
+async fn close_and_flush(app: &TestApp) {
+    app.db.close().await;
+    let url = app
+        .db
+        .connect_options()
+        .get_database()
+        .unwrap_or("")
+        .to_string();
+    let mut probe = side_connection(&database_url()).await;
+    for _ in 0..600 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'voucherd'",
+        )
+        .bind(&url)
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("voucherd's backends never exited");
+}
+
+/// The herd before opening and after sell-out is answered from memory: fewer than
+/// one Postgres transaction per hundred refusals, counted in the test's own
+/// database with the background loops off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_herd_before_opening_and_after_sell_out_stays_out_of_postgres() {
+    let url = isolated_database("herd").await;
+    let setup = TestApp::spawn_quiet(RedisMode::None, &[("DATABASE_URL", &url)]).await;
+    let opens = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let resp = setup
+        .admin_post(
+            "/v1/admin/campaigns",
+            &unique("c"),
+            &campaign_opening(100, &opens),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let scheduled = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sold_out = setup.campaign(1, 1).await;
+    let holder = token("holder");
+    let last = setup.grab(&holder, &sold_out, "holder-key-1").await;
+    assert_eq!(last.status, StatusCode::CREATED);
+    close_and_flush(&setup).await;
+    let before = transactions(&url).await;
+
+    for (redis, name) in [(RedisMode::None, "no Redis"), (RedisMode::Real, "Redis")] {
+        let app = TestApp::spawn_quiet(redis, &[("DATABASE_URL", &url)]).await;
+        let herd = 2000;
+        let answers: Vec<Grab> = join_all((0..herd).map(|i| {
+            let c = if i % 2 == 0 { &scheduled } else { &sold_out };
+            let app = app.clone();
+            async move { app.grab(&token(&format!("fan-{i}")), c, &unique("k")).await }
+        }))
+        .await;
+        let t = tally(&answers);
+        assert_eq!(
+            t.get(&(409, "campaign_not_active".into())),
+            Some(&(herd / 2)),
+            "{name}: {t:?}"
+        );
+        assert_eq!(
+            t.get(&(409, "sold_out".into())),
+            Some(&(herd / 2)),
+            "{name}: {t:?}"
+        );
+        // The holder's retry is still replayed.
+        let again = app.grab(&holder, &sold_out, "holder-key-1").await;
+        assert!(again.replayed && again.bytes == last.bytes, "{name}");
+        close_and_flush(&app).await;
+    }
+    // The one read of `before` itself counts as a transaction.
+    let spent = transactions(&url).await - before - 1;
+    assert!(
+        spent * 100 < 4000,
+        "{spent} Postgres transactions for 4,000 refusals"
+    );
+}
+
+/// One instance holds key K uncommitted (here: a side transaction that claimed it as
+/// an instance does) while another instance's batch carries K and fifty other
+/// users' grabs: those fifty are granted, K is told to retry, and K ends with one
+/// voucher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
+    // One batch in flight per campaign, so the fifty queue behind a plug and are
+    // written together with K.
+    let app = TestApp::spawn_with(RedisMode::Real, &[("GRAB_WRITERS", "1")]).await;
+    let campaign = app.campaign(1000, 1).await;
+    let (k_user, k) = (unique("k-user"), unique("shared-key"));
+    let k_token = token(&k_user);
+
+    let mut key_conn = side_connection(&database_url()).await;
+    let mut key_tx = key_conn.begin().await.unwrap();
+    sqlx::query("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)")
+        .bind(format!("user:{k_user}"))
+        .bind(&k)
+        .bind(vec![0u8; 32])
+        .execute(&mut *key_tx)
+        .await
+        .unwrap();
+
+    // The plug: a grab stuck on the campaign row while the others queue.
+    let mut row_conn = side_connection(&database_url()).await;
+    let held = hold_row(&mut row_conn, &campaign).await;
+    let plug = {
+        let (app, c) = (app.clone(), campaign.clone());
+        tokio::spawn(async move { app.grab(&token(&unique("plug")), &c, &unique("k")).await })
+    };
+    until_waiting_on_locks(&app, 1).await;
+    let others: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, c) = (app.clone(), campaign.clone());
+            tokio::spawn(async move { app.grab(&token(&unique("u")), &c, &unique("k")).await })
+        })
+        .collect();
+    let k_grab = {
+        let (app, c, t, k) = (app.clone(), campaign.clone(), k_token.clone(), k.clone());
+        tokio::spawn(async move { app.grab(&t, &c, &k).await })
+    };
+    // All 51 queued behind the plug before the row is released.
+    for _ in 0..600 {
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let queued = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("voucherd_grabs_queued "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if queued >= 51.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.rollback().await.unwrap();
+    // The plug itself may have given up on the row lock (503): it only held the
+    // writer while the others queued.
+    let plug = plug.await.unwrap();
+    assert!(plug.status == StatusCode::CREATED || plug.status == StatusCode::SERVICE_UNAVAILABLE);
+    let answers: Vec<Grab> = join_all(others)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let t = tally(&answers);
+    assert_eq!(t.get(&(201, String::new())), Some(&50), "{t:?}");
+    let k_first = k_grab.await.unwrap();
+    assert_eq!(
+        (k_first.status, k_first.code()),
+        (StatusCode::CONFLICT, "idempotency_key_in_use"),
+        "{:?}",
+        k_first.body
+    );
+    assert!(k_first.retry_after >= Duration::from_secs(1));
+
+    // The other instance's transaction ends without committing: K is K's again.
+    key_tx.rollback().await.unwrap();
+    let k_final = app.grab_settled(&k_token, &campaign, &k).await;
+    assert_eq!(k_final.status, StatusCode::CREATED, "{:?}", k_final.body);
+    let held_by_k: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM vouchers WHERE campaign_id = $1 AND user_id = $2")
+            .bind(Uuid::parse_str(&campaign).unwrap())
+            .bind(&k_user)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(held_by_k, 1);
+    app.assert_invariants(&campaign).await;
+}
