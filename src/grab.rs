@@ -330,7 +330,7 @@ fn issued_event(body: &str, user_id: &str) -> String {
         (status = 409, description = "sold_out, limit_reached, campaign_not_active or idempotency_key_in_use", body = crate::error::Problem),
         (status = 422, description = "idempotency_key_reused", body = crate::error::Problem),
         (status = 429, description = "rate_limited, with Retry-After; the key is not recorded", body = crate::error::Problem),
-        (status = 503, body = crate::error::Problem)),
+        (status = 503, description = "overloaded (the campaign's queue is past its bound, or the grab could not be written before GRAB_DEADLINE) or service_unavailable, with a jittered Retry-After; nothing was recorded, retry with the same key", body = crate::error::Problem)),
     security(("user" = [])))]
 async fn claim(
     State(state): State<AppState>,

@@ -115,7 +115,7 @@ impl Modify for Problems {
                     ("422", "validation_failed (with `errors`)"),
                     (
                         "503",
-                        "service_unavailable or timeout, with Retry-After; nothing changed",
+                        "service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed",
                     ),
                 ];
                 if secured {
@@ -125,7 +125,7 @@ impl Modify for Problems {
                 if mutating {
                     codes.push((
                         "409",
-                        "a refusal or idempotency_key_in_use (with Retry-After)",
+                        "a refusal, or idempotency_key_in_use (with Retry-After): the key is in flight, or its commit was sent and its outcome is not yet known",
                     ));
                     codes.push(("408", "request_timeout: the body did not arrive within BODY_READ_TIMEOUT; nothing changed"));
                     codes.push(("413", "payload_too_large (over 64 KiB)"));
