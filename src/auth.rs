@@ -28,11 +28,17 @@ struct Claims {
 }
 
 impl AuthKeys {
-    pub fn new(jwt_secret: &SecretString, admin_token: SecretString) -> Self {
+    /// `leeway`: how long past `exp` a token is still accepted (clock skew between
+    /// the issuer and us; `JWT_LEEWAY`).
+    pub fn new(
+        jwt_secret: &SecretString,
+        admin_token: SecretString,
+        leeway: std::time::Duration,
+    ) -> Self {
         // Only HS256: a token naming any other algorithm (including `none`) is refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = leeway.as_secs();
         AuthKeys(Arc::new(Inner {
             decoding: DecodingKey::from_secret(jwt_secret.expose_secret().as_bytes()),
             validation,

@@ -12,6 +12,8 @@ pub struct Settings {
     /// `None` runs on the in-process cache alone.
     pub redis_url: Option<SecretString>,
     pub jwt_secret: SecretString,
+    /// How long past `exp` a user token is still accepted (0 to 60 s).
+    pub jwt_leeway: Duration,
     pub admin_token: SecretString,
     pub listen_addr: SocketAddr,
     /// Idempotency records are kept at least this long, then purged.
@@ -105,6 +107,10 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "JWT_SECRET",
             format!("must be at least 32 bytes (got {})", jwt_secret.len()),
         ));
+    }
+    let jwt_leeway = duration(&opt, "JWT_LEEWAY", Duration::from_secs(5))?;
+    if jwt_leeway > Duration::from_secs(60) || jwt_leeway.subsec_nanos() != 0 {
+        return Err(err("JWT_LEEWAY", "must be whole seconds from 0s to 60s"));
     }
     let admin_token = opt("ADMIN_TOKEN").ok_or_else(|| err("ADMIN_TOKEN", "is required"))?;
     if admin_token.chars().count() < 16 {
@@ -283,6 +289,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         database_url: database_url.into(),
         redis_url: redis_url.map(Into::into),
         jwt_secret: jwt_secret.into(),
+        jwt_leeway,
         admin_token: admin_token.into(),
         listen_addr,
         idempotency_ttl,
@@ -436,6 +443,8 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("HEADER_READ_TIMEOUT", "0s"),
             ("BODY_READ_TIMEOUT", "15s"),
+            ("JWT_LEEWAY", "61s"),
+            ("JWT_LEEWAY", "1500ms"),
             ("GRAB_WRITER_CONNECTIONS", "32"),
             ("GRAB_WRITER_CONNECTIONS", "0"),
             ("GRAB_DEADLINE", "10s"),

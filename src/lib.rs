@@ -178,7 +178,11 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
             batcher,
         ),
         dbwatch,
-        auth: AuthKeys::new(&settings.jwt_secret, settings.admin_token.clone()),
+        auth: AuthKeys::new(
+            &settings.jwt_secret,
+            settings.admin_token.clone(),
+            settings.jwt_leeway,
+        ),
         db,
         cache,
         idempotency,

@@ -107,6 +107,28 @@ async fn bad_credentials_are_401_with_a_bearer_challenge() {
     assert_eq!(c["issued"], 0);
 }
 
+/// A token is accepted up to `JWT_LEEWAY` (default 5 s) past `exp`, never longer.
+#[tokio::test]
+async fn tokens_past_exp_and_the_leeway_are_refused() {
+    let now = jsonwebtoken::get_current_timestamp();
+    for (extra, expired_for, accepted) in [
+        (&[][..], 2, true),
+        (&[][..], 12, false),
+        (&[("JWT_LEEWAY", "30s")][..], 12, true),
+        (&[("JWT_LEEWAY", "0s")][..], 2, false),
+    ] {
+        let app = TestApp::spawn_with(crate::helpers::RedisMode::None, extra).await;
+        let t = hs256(&json!({"sub": unique("late"), "exp": now - expired_for}));
+        let (status, _) = app.get_json("/v1/me/vouchers", Some(&t)).await;
+        let expected = if accepted {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected, "{extra:?}, expired {expired_for} s ago");
+    }
+}
+
 #[tokio::test]
 async fn admin_routes_refuse_users_and_strangers() {
     let app = TestApp::spawn().await;
