@@ -273,11 +273,23 @@ pub struct Audit {
 
 const MAX_STOCK: i64 = 1_000_000_000;
 
+/// An instant as Postgres stores it (microseconds, truncated as `timestamptz` input
+/// rounds only below that): validation judges exactly the values the row will hold.
+fn at_stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
+
 fn validate_create(c: &CreateCampaign, now: DateTime<Utc>) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     let name_len = c.name.chars().count();
-    if !(1..=200).contains(&name_len) {
-        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    // Postgres text cannot hold U+0000, and no other control character belongs in a
+    // name an admin console shows.
+    if !(1..=200).contains(&name_len) || c.name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must be 1 to 200 characters, no control characters",
+        ));
     }
     if !(1..=MAX_STOCK).contains(&c.total_stock) {
         errors.push(FieldError::new(
@@ -290,11 +302,12 @@ fn validate_create(c: &CreateCampaign, now: DateTime<Utc>) -> Result<(), ApiErro
     {
         errors.push(FieldError::new("per_user_limit", "must be from 1 to 100"));
     }
-    let starts_at = c.starts_at.unwrap_or(now);
-    if c.ends_at <= starts_at {
+    let starts_at = c.starts_at.map_or(now, at_stored_precision);
+    let ends_at = at_stored_precision(c.ends_at);
+    if ends_at <= starts_at {
         errors.push(FieldError::new("ends_at", "must be after starts_at"));
     }
-    if c.ends_at <= now {
+    if ends_at <= now {
         errors.push(FieldError::new("ends_at", "must be in the future"));
     }
     c.voucher.discount.validate("voucher.discount", &mut errors);
@@ -387,7 +400,7 @@ async fn insert(
     id: CampaignId,
     c: &CreateCampaign,
     starts_at: DateTime<Utc>,
-) -> Result<CampaignRow, sqlx::Error> {
+) -> ApiResult<CampaignRow> {
     sqlx::query_as(
         "INSERT INTO campaigns (id, name, total_stock, remaining, per_user_limit, starts_at,
                                 ends_at, discount, min_order_amount, valid_for_seconds)
@@ -399,12 +412,32 @@ async fn insert(
     .bind(c.total_stock)
     .bind(c.per_user_limit.unwrap_or(1))
     .bind(starts_at)
-    .bind(c.ends_at)
+    .bind(at_stored_precision(c.ends_at))
     .bind(DbJson(&c.voucher.discount))
     .bind(c.voucher.min_order_amount)
     .bind(c.voucher.valid_for_seconds)
     .fetch_one(&mut **tx)
     .await
+    .map_err(constraint_to_validation)
+}
+
+/// The table's constraints, mapped to the field they guard; validation runs first,
+/// so reaching one means a check the validation missed, never a 500.
+fn constraint_to_validation(e: sqlx::Error) -> ApiError {
+    let constraint = e
+        .as_database_error()
+        .and_then(|d| d.constraint())
+        .map(str::to_owned);
+    match constraint.as_deref() {
+        Some("campaigns_ends_after_starts") => {
+            ApiError::validation("ends_at", "must be after starts_at")
+        }
+        Some("campaigns_total_stock_check") => {
+            ApiError::validation("add_stock", "total stock would exceed 1000000000")
+        }
+        Some(other) => ApiError::validation("", format!("violates {other}")),
+        None => e.into(),
+    }
 }
 
 /// Applies a patch in one statement; the table's constraints reject an `ends_at`
@@ -430,21 +463,7 @@ async fn apply_update(
     .bind(u.add_stock)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(|e| {
-        let constraint = e
-            .as_database_error()
-            .and_then(|d| d.constraint())
-            .map(str::to_owned);
-        match constraint.as_deref() {
-            Some("campaigns_ends_after_starts") => {
-                ApiError::validation("ends_at", "must be after starts_at")
-            }
-            Some("campaigns_total_stock_check") => {
-                ApiError::validation("add_stock", "total stock would exceed 1000000000")
-            }
-            _ => e.into(),
-        }
-    })
+    .map_err(constraint_to_validation)
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> ApiResult<Vec<u8>> {
@@ -462,17 +481,17 @@ async fn create(
     _: Admin,
     req: Idempotent<CreateCampaign>,
 ) -> ApiResult<Response> {
+    // One clock for validation and the default start, at the precision stored.
+    let now = at_stored_precision(Utc::now());
     let mut claim = match req
-        .begin(&state, &Scope::admin(), || {
-            validate_create(&req.body, Utc::now())
-        })
+        .begin(&state, &Scope::admin(), || validate_create(&req.body, now))
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };
     let id = CampaignId::new();
-    let starts_at = req.body.starts_at.unwrap_or_else(Utc::now);
+    let starts_at = req.body.starts_at.map_or(now, at_stored_precision);
     let row = insert(&mut claim.tx, id, &req.body, starts_at).await?;
     let campaign = Campaign::new(&row, 0);
     let body = json_bytes(&campaign)?;

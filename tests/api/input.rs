@@ -107,6 +107,46 @@ async fn bad_credentials_are_401_with_a_bearer_challenge() {
     assert_eq!(c["issued"], 0);
 }
 
+/// Values Postgres would refuse or store differently never reach it: a NUL byte in a
+/// name, instants that differ only below a microsecond, an `ends_at` a millisecond
+/// away with the default start. Each is a 4xx (or, for the last, possibly a 201),
+/// never a 500, and nothing is created by a refusal.
+#[tokio::test]
+async fn values_postgres_cannot_store_are_refused_not_500() {
+    let app = TestApp::spawn().await;
+    let mut named = campaign_body(10, 1);
+    named["name"] = Value::String(format!("flash{}sale", '\u{0}'));
+    let mut close = campaign_body(10, 1);
+    close["starts_at"] = "2098-01-01T00:00:00.0000001Z".into();
+    close["ends_at"] = "2098-01-01T00:00:00.0000009Z".into();
+    for (name, body) in [("NUL in name", named), ("sub-microsecond window", close)] {
+        let resp = app
+            .admin_post("/v1/admin/campaigns", &unique("c"), &body)
+            .await;
+        let (status, problem_body) = problem(resp).await;
+        assert_eq!(
+            (status, problem_body["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+            "{name}: {problem_body}"
+        );
+    }
+    for _ in 0..20 {
+        let mut soon = campaign_body(10, 1);
+        soon["ends_at"] = (chrono::Utc::now() + chrono::Duration::milliseconds(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            .into();
+        let resp = app
+            .admin_post("/v1/admin/campaigns", &unique("c"), &soon)
+            .await;
+        assert!(
+            resp.status() == StatusCode::CREATED
+                || resp.status() == StatusCode::UNPROCESSABLE_ENTITY,
+            "ends_at a millisecond away: {}",
+            resp.status()
+        );
+    }
+}
+
 /// A token is accepted up to `JWT_LEEWAY` (default 5 s) past `exp`, never longer.
 #[tokio::test]
 async fn tokens_past_exp_and_the_leeway_are_refused() {
