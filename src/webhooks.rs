@@ -156,7 +156,14 @@ async fn record(
 
 /// Delivers events until the process stops.
 pub async fn run_dispatcher(pool: PgPool, cfg: WebhookConfig) {
-    let client = match reqwest::Client::builder().timeout(cfg.timeout).build() {
+    // Never follow a redirect: it would turn the POST into a body-less GET at another
+    // address (whose 2xx would mark the event delivered) and carry the signature
+    // there. A 3xx is a failed attempt like any other non-2xx.
+    let client = match reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook client; webhooks are off");

@@ -25,13 +25,34 @@ const SECRET: &str = "receiver-shared-secret-0123456789";
 struct Inbox {
     refuse_first: usize,
     refuse_all: AtomicBool,
+    /// Answer every delivery with a redirect to `/landing`.
+    redirect_all: AtomicBool,
+    /// Requests that reached `/landing` (a followed redirect).
+    followed: AtomicUsize,
     calls: AtomicUsize,
     bad_signatures: AtomicUsize,
     accepted: Mutex<Vec<Value>>,
     arrived: tokio::sync::Notify,
 }
 
-async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> AxumStatus {
+async fn receive(
+    State(inbox): State<Arc<Inbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if inbox.redirect_all.load(Ordering::SeqCst) {
+        return (AxumStatus::FOUND, [("location", "/landing")]).into_response();
+    }
+    accept(&inbox, &headers, &body).into_response()
+}
+
+async fn landing(State(inbox): State<Arc<Inbox>>) -> AxumStatus {
+    inbox.followed.fetch_add(1, Ordering::SeqCst);
+    AxumStatus::OK
+}
+
+fn accept(inbox: &Inbox, headers: &HeaderMap, body: &Bytes) -> AxumStatus {
     let h = |n: &str| {
         headers
             .get(n)
@@ -40,7 +61,7 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
             .to_string()
     };
     let ts: i64 = h("webhook-timestamp").parse().unwrap_or(0);
-    let expected = voucherd::webhooks::sign(SECRET.as_bytes(), &h("webhook-id"), ts, &body);
+    let expected = voucherd::webhooks::sign(SECRET.as_bytes(), &h("webhook-id"), ts, body);
     if h("webhook-signature") != expected {
         inbox.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return AxumStatus::UNAUTHORIZED;
@@ -49,7 +70,7 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
     if n < inbox.refuse_first || inbox.refuse_all.load(Ordering::SeqCst) {
         return AxumStatus::SERVICE_UNAVAILABLE;
     }
-    let event: Value = serde_json::from_slice(&body).unwrap();
+    let event: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(event["id"].as_str(), Some(h("webhook-id").as_str()));
     inbox.accepted.lock().unwrap().push(event);
     inbox.arrived.notify_waiters();
@@ -61,6 +82,7 @@ async fn receiver(inbox: Arc<Inbox>) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new()
         .route("/hook", post(receive))
+        .route("/landing", axum::routing::any(landing))
         .with_state(inbox);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -181,6 +203,40 @@ async fn a_receiver_failing_three_times_still_gets_every_event_once() {
     );
     assert!(inbox.calls.load(Ordering::SeqCst) >= want.len() + 3);
     assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
+}
+
+/// A receiver that redirects: the redirect is a failed attempt (never followed, so
+/// the event is not marked delivered by a GET elsewhere), and the event ends
+/// dead-lettered with the 302 as its last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirecting_receiver_is_a_failed_delivery_never_followed() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.redirect_all.store(true, Ordering::SeqCst);
+    let addr = receiver(inbox.clone()).await;
+    let s = settings(addr, "3");
+    let app = TestApp::spawn_isolated("webhook_redirect", &as_refs(&s)).await;
+    app.campaign(1, 1).await;
+    let dead = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
+            if let Some(d) = page["items"].as_array().unwrap().first() {
+                return d.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a redirected event was never dead-lettered");
+    assert_eq!(dead["attempts"], 3);
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("302"),
+        "{dead}"
+    );
+    assert_eq!(
+        inbox.followed.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
