@@ -40,8 +40,9 @@ pub enum Reply {
         status: u16,
         code: String,
         body: Vec<u8>,
-        /// Whether the answer carried `Retry-After` (every 429 and 503 must).
-        retry_after: bool,
+        /// `Retry-After`, if the answer carried one (every 429 and 503 must); a value
+        /// that is not whole seconds reads as zero.
+        retry_after: Option<Duration>,
     },
     /// The client gave up (timeout) or the connection failed: the outcome is unknown.
     NoAnswer,
@@ -85,12 +86,25 @@ impl Api {
     }
 
     pub async fn create_campaign(&self, stock: i64, per_user_limit: i64) -> anyhow::Result<String> {
-        let body = json!({
+        self.create_campaign_at(stock, per_user_limit, None).await
+    }
+
+    /// Creates a campaign that opens at `starts_at` (RFC 3339; now when `None`).
+    pub async fn create_campaign_at(
+        &self,
+        stock: i64,
+        per_user_limit: i64,
+        starts_at: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({
             "name": "loadgen", "total_stock": stock, "per_user_limit": per_user_limit,
             "ends_at": "2099-01-01T00:00:00Z",
             "voucher": {"discount": {"type": "fixed", "amount": 1000, "currency": "VND"},
                         "valid_for_seconds": 86400}
         });
+        if let Some(at) = starts_at {
+            body["starts_at"] = json!(at);
+        }
         let resp = self
             .http
             .post(format!("{}/v1/admin/campaigns", self.base))
@@ -113,6 +127,18 @@ impl Api {
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        Ok(resp.json().await?)
+    }
+
+    /// A public read (no credentials), e.g. `GET /v1/campaigns/{id}`.
+    pub async fn public_get(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(timeout)
             .send()
             .await?;
         anyhow::ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
@@ -177,7 +203,12 @@ async fn answer(req: reqwest::RequestBuilder) -> Reply {
         return Reply::NoAnswer;
     };
     let status = resp.status().as_u16();
-    let retry_after = resp.headers().contains_key("retry-after");
+    let retry_after = resp.headers().get("retry-after").map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs)
+    });
     let Ok(body) = resp.bytes().await else {
         return Reply::NoAnswer;
     };

@@ -80,22 +80,22 @@ pub struct Args {
 
 /// What the clients were finally told for one key.
 #[derive(Debug, Clone)]
-enum Outcome {
+pub(crate) enum Outcome {
     Granted { voucher: Uuid },
     Refused(String),
     Unanswered,
 }
 
-struct KeyRun {
-    outcome: Outcome,
-    samples: Vec<Sample>,
-    attempts: u32,
-    replay_checked: bool,
-    replay_mismatch: bool,
+pub(crate) struct KeyRun {
+    pub outcome: Outcome,
+    pub samples: Vec<Sample>,
+    pub attempts: u32,
+    pub replay_checked: bool,
+    pub replay_mismatch: bool,
     /// For a share of the grants: the redemption of the voucher (`Granted` holds the
     /// redemption's id).
-    redemption: Option<Outcome>,
-    redeemed_code: Option<String>,
+    pub redemption: Option<Outcome>,
+    pub redeemed_code: Option<String>,
 }
 
 struct Ctx {
@@ -117,7 +117,7 @@ fn body_hash(b: &[u8]) -> u64 {
     h.finish()
 }
 
-fn voucher_of(body: &[u8]) -> Option<Uuid> {
+pub(crate) fn voucher_of(body: &[u8]) -> Option<Uuid> {
     let v: Value = serde_json::from_slice(body).ok()?;
     v["voucher"]["id"].as_str()?.parse().ok()
 }
@@ -128,7 +128,7 @@ fn voucher_code(body: &[u8]) -> Option<String> {
 }
 
 /// Arrivals due by `t` seconds: the rate grows linearly to `peak` over `ramp`, then holds.
-fn due(t: f64, peak: f64, ramp: f64) -> u64 {
+pub(crate) fn due(t: f64, peak: f64, ramp: f64) -> u64 {
     let n = if ramp <= 0.0 {
         peak * t
     } else if t < ramp {
@@ -141,7 +141,7 @@ fn due(t: f64, peak: f64, ramp: f64) -> u64 {
 
 /// Whether an attempt's answer is final for its key (a grant, a replay or a refusal)
 /// or the same key must be sent again (no answer, 5xx, 429, the key still in flight).
-fn settled(reply: &Reply) -> bool {
+pub(crate) fn settled(reply: &Reply) -> bool {
     match reply {
         Reply::Answer { status: 201, .. } | Reply::Answer { status: 200, .. } => true,
         Reply::Answer {
@@ -150,6 +150,31 @@ fn settled(reply: &Reply) -> bool {
         Reply::Answer { status: 429, .. } => false,
         Reply::Answer { status, .. } => *status < 500,
         Reply::NoAnswer => false,
+    }
+}
+
+/// How a key is retried: how many times, from which clock samples are timed, and
+/// how long a `Retry-After` may hold a retry back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retrying {
+    pub retries: u32,
+    /// Samples' `at_ms` count from here.
+    pub start: Instant,
+    /// A retry waits for the answer's `Retry-After`, up to this long (and never less
+    /// than the exponential backoff); zero ignores `Retry-After`, as `flash` does.
+    pub retry_after_cap: Duration,
+}
+
+/// The pause before retry `attempt + 1`: 50 ms doubling up to 1.6 s, or the answer's
+/// `Retry-After` capped at `cap` when that is longer.
+pub(crate) fn backoff(attempt: u32, reply: &Reply, cap: Duration) -> Duration {
+    let exponential = Duration::from_millis(50 << attempt.min(5));
+    match reply {
+        Reply::Answer {
+            retry_after: Some(after),
+            ..
+        } => exponential.max((*after).min(cap)),
+        _ => exponential,
     }
 }
 
@@ -166,7 +191,30 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Reply>,
 {
-    for attempt in 0..=ctx.retries {
+    let retrying = Retrying {
+        retries: ctx.retries,
+        start: ctx.start,
+        retry_after_cap: Duration::ZERO,
+    };
+    retry_until_answered(retrying, first_due, samples, attempts, send, |_, _, _| {}).await
+}
+
+/// The retry loop itself: `observe` sees every attempt's reply with when it was
+/// sent (the first: when it was due) and when it came back.
+pub(crate) async fn retry_until_answered<F, Fut, O>(
+    r: Retrying,
+    first_due: Instant,
+    samples: &mut Vec<Sample>,
+    attempts: &mut u32,
+    send: F,
+    mut observe: O,
+) -> Option<Reply>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+    O: FnMut(&Reply, Instant, Instant),
+{
+    for attempt in 0..=r.retries {
         let sent = if attempt == 0 {
             first_due
         } else {
@@ -176,6 +224,7 @@ where
         // Each retry goes to the next instance, as a load balancer might send it.
         let reply = send(attempt as usize).await;
         let done = Instant::now();
+        observe(&reply, sent, done);
         let (fault, missing_retry_after) = match &reply {
             Reply::NoAnswer => (Some(0), false),
             Reply::Answer {
@@ -184,11 +233,11 @@ where
                 ..
             } => (
                 (!settled(&reply)).then_some(*status),
-                matches!(status, 429 | 503) && !retry_after,
+                matches!(status, 429 | 503) && retry_after.is_none(),
             ),
         };
         samples.push(Sample {
-            at_ms: done.duration_since(ctx.start).as_millis() as u64,
+            at_ms: done.duration_since(r.start).as_millis() as u64,
             latency_us: done.duration_since(sent).as_micros() as u64,
             granted: matches!(reply, Reply::Answer { status: 201, .. }),
             fault,
@@ -197,12 +246,14 @@ where
         if settled(&reply) {
             return Some(reply);
         }
-        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+        if attempt < r.retries {
+            tokio::time::sleep(backoff(attempt, &reply, r.retry_after_cap)).await;
+        }
     }
     None
 }
 
-fn refusal(status: u16, code: String) -> String {
+pub(crate) fn refusal(status: u16, code: String) -> String {
     if code.is_empty() {
         status.to_string()
     } else {
@@ -528,7 +579,7 @@ async fn poll_readyz(api: Api, start: Instant, unready: Arc<std::sync::Mutex<Vec
 }
 
 /// Arrival time of grab `i` (the inverse of `due`).
-fn arrival_time(i: u64, peak: f64, ramp: f64) -> f64 {
+pub(crate) fn arrival_time(i: u64, peak: f64, ramp: f64) -> f64 {
     let n = i as f64;
     let at_ramp_end = peak * ramp / 2.0;
     if ramp > 0.0 && n < at_ramp_end {
@@ -547,21 +598,103 @@ async fn audit(
     elapsed: f64,
 ) -> anyhow::Result<FlashReport> {
     let db = sqlx::PgPool::connect(&args.database_url).await?;
+    let CampaignAudit {
+        checks,
+        outcomes,
+        redemptions,
+        faults,
+        fault_window_s,
+        replay_checks,
+        granted,
+        ..
+    } = audit_campaign(
+        &db,
+        api,
+        campaign,
+        args.per_user_limit,
+        args.redeem_fraction > 0.0,
+        runs,
+    )
+    .await?;
+
+    let samples: Vec<Sample> = runs
+        .iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect();
+    let mut h = report::histogram();
+    for s in &samples {
+        let _ = h.record(s.latency_us.max(1));
+    }
+    let attempts: u64 = runs.iter().map(|r| u64::from(r.attempts)).sum();
+    Ok(FlashReport {
+        label: args.label.clone(),
+        injected: args.injected.clone(),
+        readyz_unready_s: None,
+        machine: report::machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        campaign: campaign.to_string(),
+        grabs: args.grabs,
+        users: args.users.unwrap_or(args.grabs),
+        stock: args.stock,
+        per_user_limit: args.per_user_limit,
+        peak_rate: args.rate,
+        duration_s: (elapsed * 100.0).round() / 100.0,
+        responses_per_s: (samples.len() as f64 / elapsed).round(),
+        grants_per_s: (granted as f64 / elapsed).round(),
+        attempts,
+        // Every key's first grab, and every redemption's first attempt, are not retries.
+        retries: attempts
+            - runs.len() as u64 * args.fanout.max(1) as u64
+            - runs.iter().filter(|r| r.redemption.is_some()).count() as u64,
+        unanswered_before_reconcile: unanswered_before,
+        latency: report::latency(&h),
+        outcomes,
+        redemptions,
+        faults,
+        fault_window_s,
+        replay_checks,
+        audit_ok: checks.iter().all(|c| c.ok),
+        checks,
+        timeline: report::timeline(&samples),
+    })
+}
+
+/// One campaign's audit: what the clients were told (`runs`: every key sent to it)
+/// against the rows in Postgres, and the service's own audit endpoint.
+pub(crate) struct CampaignAudit {
+    pub checks: Vec<Check>,
+    pub outcomes: HashMap<String, u64>,
+    pub redemptions: HashMap<String, u64>,
+    pub faults: BTreeMap<String, u64>,
+    pub fault_window_s: Option<(f64, f64)>,
+    pub replay_checks: u64,
+    /// Keys answered 201.
+    pub granted: u64,
+    /// The campaign's counters from the admin API.
+    pub issued: i64,
+    pub total_stock: i64,
+}
+
+pub(crate) async fn audit_campaign(
+    db: &sqlx::PgPool,
+    api: &Api,
+    campaign: &str,
+    per_user_limit: i64,
+    check_redemptions: bool,
+    runs: &[KeyRun],
+) -> anyhow::Result<CampaignAudit> {
     let cid: Uuid = campaign.parse()?;
     let rows: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT id, user_id FROM vouchers WHERE campaign_id = $1")
             .bind(cid)
-            .fetch_all(&db)
+            .fetch_all(db)
             .await?;
     let in_db: HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
     let mut per_user: HashMap<&str, i64> = HashMap::new();
     for (_, u) in &rows {
         *per_user.entry(u.as_str()).or_default() += 1;
     }
-    let over_limit = per_user
-        .values()
-        .filter(|n| **n > args.per_user_limit)
-        .count();
+    let over_limit = per_user.values().filter(|n| **n > per_user_limit).count();
 
     let mut outcomes: HashMap<String, u64> = HashMap::new();
     let mut told: Vec<Uuid> = Vec::new();
@@ -596,7 +729,7 @@ async fn audit(
          JOIN vouchers v ON v.id = r.voucher_id WHERE v.campaign_id = $1",
     )
     .bind(cid)
-    .fetch_all(&db)
+    .fetch_all(db)
     .await?;
     let mut redemptions: HashMap<String, u64> = HashMap::new();
     let mut told_r: HashSet<Uuid> = HashSet::new();
@@ -685,7 +818,7 @@ async fn audit(
         check(
             "per_user_limit",
             over_limit == 0,
-            format!("{over_limit} users above {}", args.per_user_limit),
+            format!("{over_limit} users above {}", per_user_limit),
         ),
         check(
             "replays_identical",
@@ -718,7 +851,7 @@ async fn audit(
             format!("{missing_retry_after} 429/503 answers without Retry-After"),
         ),
     ];
-    if args.redeem_fraction > 0.0 {
+    if check_redemptions {
         let refused: u64 = redemptions
             .iter()
             .filter(|(k, _)| k.as_str() != "redeemed")
@@ -754,46 +887,16 @@ async fn audit(
             ),
         ]);
     }
-
-    let samples: Vec<Sample> = runs
-        .iter()
-        .flat_map(|r| r.samples.iter().copied())
-        .collect();
-    let mut h = report::histogram();
-    for s in &samples {
-        let _ = h.record(s.latency_us.max(1));
-    }
-    let attempts: u64 = runs.iter().map(|r| u64::from(r.attempts)).sum();
-    Ok(FlashReport {
-        label: args.label.clone(),
-        injected: args.injected.clone(),
-        readyz_unready_s: None,
-        machine: report::machine(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        campaign: campaign.to_string(),
-        grabs: args.grabs,
-        users: args.users.unwrap_or(args.grabs),
-        stock: args.stock,
-        per_user_limit: args.per_user_limit,
-        peak_rate: args.rate,
-        duration_s: (elapsed * 100.0).round() / 100.0,
-        responses_per_s: (samples.len() as f64 / elapsed).round(),
-        grants_per_s: (told.len() as f64 / elapsed).round(),
-        attempts,
-        // Every key's first grab, and every redemption's first attempt, are not retries.
-        retries: attempts
-            - runs.len() as u64 * args.fanout.max(1) as u64
-            - runs.iter().filter(|r| r.redemption.is_some()).count() as u64,
-        unanswered_before_reconcile: unanswered_before,
-        latency: report::latency(&h),
+    Ok(CampaignAudit {
+        checks,
         outcomes,
         redemptions,
         faults,
         fault_window_s,
         replay_checks,
-        audit_ok: checks.iter().all(|c| c.ok),
-        checks,
-        timeline: report::timeline(&samples),
+        granted: told.len() as u64,
+        issued,
+        total_stock: total,
     })
 }
 
