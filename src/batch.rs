@@ -121,7 +121,9 @@ impl Lines {
             self.ring.push_back(id);
             return true;
         }
-        if line.waiting.is_empty() && line.writing == 0 {
+        // A line still in the ring stays, so the ring never names a line that a
+        // later grab re-creates (which would put it in the ring twice).
+        if line.waiting.is_empty() && line.writing == 0 && !line.ready {
             self.by_campaign.remove(&id);
         }
         false
@@ -196,7 +198,7 @@ impl Batcher {
             {
                 metrics::counter!("voucherd_grabs_shed_total", "reason" => "queue_full")
                     .increment(1);
-                if line.waiting.is_empty() && line.writing == 0 {
+                if line.waiting.is_empty() && line.writing == 0 && !line.ready {
                     lines.by_campaign.remove(&campaign.id);
                 }
                 return (Settled::Refused(ApiError::Overloaded), Some(guard));
@@ -260,7 +262,12 @@ async fn write_batches(inner: Arc<Inner>) {
         };
         let (batch, expired) = form_batch(&inner, id, cap);
         for p in expired {
-            metrics::counter!("voucherd_grabs_shed_total", "reason" => "deadline").increment(1);
+            let reason = if p.reply.is_closed() {
+                "caller_gone"
+            } else {
+                "deadline"
+            };
+            metrics::counter!("voucherd_grabs_shed_total", "reason" => reason).increment(1);
             p.answer(Settled::Refused(ApiError::Overloaded));
         }
         if !batch.is_empty() {
@@ -302,7 +309,9 @@ async fn write_batches(inner: Arc<Inner>) {
 fn next_campaign(inner: &Inner) -> Option<(Uuid, Arc<CampaignRow>)> {
     let mut lines = lock(&inner.lines);
     while let Some(id) = lines.ring.pop_front() {
-        if let Some(line) = lines.by_campaign.get_mut(&id) {
+        if let Some(line) = lines.by_campaign.get_mut(&id)
+            && line.ready
+        {
             line.ready = false;
             line.writing += 1;
             return Some((id, line.campaign.clone()));
@@ -329,12 +338,18 @@ fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending
     let mut batch = Vec::new();
     let mut expired = Vec::new();
     let mut later = VecDeque::new();
-    while let Some(p) = line.waiting.pop_front() {
+    while let Some(mut p) = line.waiting.pop_front() {
         if p.reply.is_closed() || p.deadline <= now {
             expired.push(p);
         } else if batch.len() < max && users.insert(p.grab.voucher.user_id.clone()) {
             batch.push(p);
         } else {
+            if batch.len() < max {
+                // Deferred only because its user already has a grab in this batch:
+                // its wait starts again, so one user's burst cannot age the whole
+                // queue into refusing everyone (`GRAB_QUEUE_MAX_WAIT`).
+                p.queued = now;
+            }
             later.push_back(p);
             if batch.len() >= max {
                 // The rest keep their order behind the deferred ones.
@@ -396,8 +411,14 @@ impl Held {
 /// unknown (the connection broke after the call was sent) answers 409
 /// `idempotency_key_in_use`: the keys' retries find out what committed.
 async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pending>) -> bool {
-    for p in &batch {
-        p.clock.mark_committing();
+    // A grab whose request has just been answered by the timeout is not sent.
+    let (batch, timed_out): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|p| p.clock.begin_commit());
+    for p in timed_out {
+        p.answer(Settled::Refused(ApiError::Overloaded));
+    }
+    if batch.is_empty() {
+        return true;
     }
     let result = commit(conn, campaign, &batch).await;
     let committed = result.is_ok();

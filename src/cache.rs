@@ -154,6 +154,8 @@ pub struct Holders(fastbloom::BloomFilter);
 const HOLDERS_FALSE_POSITIVES: f64 = 0.01;
 /// Holders read per query while the filter is built.
 const HOLDERS_PAGE: i64 = 50_000;
+/// The most holders a filter is sized for (60 MiB).
+const HOLDERS_SIZED_MAX: i64 = 50_000_000;
 /// All holder filters of this process together.
 const HOLDERS_MEMORY: u64 = 256 * 1024 * 1024;
 
@@ -183,7 +185,9 @@ impl Holders {
     /// Reads the campaign's holders from Postgres, `HOLDERS_PAGE` at a time in key
     /// order, so no query returns (or holds in memory) more than a page.
     async fn load(pool: &PgPool, campaign: &CampaignRow) -> Result<Self, sqlx::Error> {
-        let mut holders = Holders::sized_for(campaign.issued.max(0) as u64);
+        // `issued` bounds the holders; past the cap the filter only gets less exact
+        // (more indexed reads), never wrong, and its memory stays bounded.
+        let mut holders = Holders::sized_for(campaign.issued.clamp(0, HOLDERS_SIZED_MAX) as u64);
         let mut after = String::new();
         loop {
             let page: Vec<String> = sqlx::query_scalar(
@@ -304,14 +308,21 @@ impl CampaignCache {
         user: &UserId,
     ) -> ApiResult<bool> {
         let id = CampaignId(campaign.id);
-        let holders = self
-            .holders
-            .try_get_with((id, campaign.issued), async {
-                self.dbwatch.check()?;
-                Ok::<_, ApiError>(Arc::new(Holders::load(pool, campaign).await?))
-            })
-            .await
-            .map_err(shared_error)?;
+        self.dbwatch.check()?;
+        // Loaded in a task of its own, which puts the filter in the cache itself: a
+        // caller that times out or disconnects does not throw away a load that the
+        // rest of the herd is waiting for (ten million holders are 200 pages).
+        let (cache, pool, row) = (self.holders.clone(), pool.clone(), campaign.clone());
+        let holders = tokio::spawn(async move {
+            cache
+                .try_get_with((id, row.issued), async {
+                    Ok::<_, ApiError>(Arc::new(Holders::load(&pool, &row).await?))
+                })
+                .await
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(shared_error)?;
         Ok(holders.contains(user))
     }
 }

@@ -109,9 +109,12 @@ impl CampaignRow {
         db_now: Option<(DateTime<Utc>, DateTime<Utc>)>,
     ) -> Option<(ApiError, bool)> {
         let (earliest, latest) = db_now?;
+        // A grant whose transaction began just before `ends_at` may still commit for
+        // a few seconds (the statement bound): only past that is "over" final.
+        let surely_over = self.ends_at + chrono::Duration::from_std(crate::STATEMENT_BOUND).ok()?;
         if latest < self.starts_at {
             Some((ApiError::CampaignNotActive("not open yet"), false))
-        } else if earliest >= self.ends_at {
+        } else if earliest >= surely_over {
             Some((ApiError::CampaignNotActive("over"), true))
         } else if earliest < self.starts_at || latest >= self.ends_at {
             None
@@ -366,13 +369,13 @@ pub async fn fetch_measuring_clock(
     id: CampaignId,
     clock: &DbClock,
 ) -> Result<Option<CampaignRow>, sqlx::Error> {
-    let sent = Utc::now();
+    let sent = std::time::Instant::now();
     let timed: Option<Timed> =
         sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
             .bind(id.0)
             .fetch_optional(pool)
             .await?;
-    let received = Utc::now();
+    let received = std::time::Instant::now();
     Ok(timed.map(|t| {
         clock.record(sent, t.db_now, received);
         t.row

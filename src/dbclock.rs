@@ -16,9 +16,11 @@ const TRUSTED_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 struct Reading {
-    /// Postgres' clock minus ours.
-    offset: TimeDelta,
-    /// How far the true offset may be from `offset`.
+    /// Postgres' time at `at`, the midpoint of the round trip. Later times are this
+    /// plus the monotonic time since, so a step of this machine's wall clock (NTP)
+    /// changes nothing.
+    db_at: DateTime<Utc>,
+    /// How far the true time may be from the estimate.
     error: TimeDelta,
     at: Instant,
 }
@@ -30,13 +32,13 @@ pub struct DbClock(Arc<Mutex<Option<Reading>>>);
 impl DbClock {
     /// Records one measurement: Postgres said `db_now` between our `sent` and
     /// `received`. A reading with a smaller error bound is kept while it is fresh.
-    pub fn record(&self, sent: DateTime<Utc>, db_now: DateTime<Utc>, received: DateTime<Utc>) {
-        let half = (received - sent) / 2;
+    pub fn record(&self, sent: Instant, db_now: DateTime<Utc>, received: Instant) {
+        let half = received.duration_since(sent) / 2;
         let reading = Reading {
-            offset: db_now - (sent + half),
+            db_at: db_now,
             // Postgres reports microseconds: add one for its rounding.
-            error: half.abs() + TimeDelta::microseconds(1),
-            at: Instant::now(),
+            error: TimeDelta::from_std(half).unwrap_or(TimeDelta::MAX) + TimeDelta::microseconds(1),
+            at: sent + half,
         };
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let replace = kept
@@ -46,9 +48,11 @@ impl DbClock {
         }
     }
 
-    /// Whether a recent measurement exists.
+    /// Whether a measurement young enough not to need refreshing exists: past half
+    /// its trusted life, the next snapshot is read from Postgres to measure again.
     pub fn is_fresh(&self) -> bool {
-        self.now().is_some()
+        (*self.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .is_some_and(|r| r.at.elapsed() < TRUSTED_FOR / 2)
     }
 
     /// Bounds on Postgres' `now()` at this moment, earliest and latest; `None` when
@@ -58,7 +62,7 @@ impl DbClock {
         if reading.at.elapsed() > TRUSTED_FOR {
             return None;
         }
-        let estimate = Utc::now() + reading.offset;
+        let estimate = reading.db_at + TimeDelta::from_std(reading.at.elapsed()).ok()?;
         Some((estimate - reading.error, estimate + reading.error))
     }
 
@@ -81,9 +85,9 @@ mod tests {
         let clock = DbClock::default();
         assert!(clock.now().is_none());
         // Postgres runs 7 s ahead; the round trip took 4 ms.
-        let sent = Utc::now();
-        let received = sent + TimeDelta::milliseconds(4);
-        let db_now = sent + TimeDelta::milliseconds(2) + TimeDelta::seconds(7);
+        let sent = Instant::now();
+        let received = sent + Duration::from_millis(4);
+        let db_now = Utc::now() + TimeDelta::milliseconds(2) + TimeDelta::seconds(7);
         clock.record(sent, db_now, received);
         let (lo, hi) = clock.now().unwrap();
         let truth = Utc::now() + TimeDelta::seconds(7);

@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -20,29 +20,49 @@ use axum::{
 
 use crate::error::{ApiError, problem_response, retry_after};
 
-/// When the request arrived, and whether its commit has been sent. Put in every
-/// request's extensions by `enforce`.
+/// When the request arrived, and how it stands: open, committing (its effect was
+/// sent to Postgres), or answered by the timeout. The last two exclude each other:
+/// whichever comes first wins, so a request answered 503 is never sent afterwards,
+/// and one that was sent is never answered 503.
 #[derive(Clone, Debug)]
 pub struct RequestClock {
     pub arrived: Instant,
-    committing: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
 }
+
+const OPEN: u8 = 0;
+const COMMITTING: u8 = 1;
+const TIMED_OUT: u8 = 2;
 
 impl RequestClock {
     pub fn new() -> Self {
         RequestClock {
             arrived: Instant::now(),
-            committing: Arc::default(),
+            state: Arc::new(AtomicU8::new(OPEN)),
         }
     }
 
-    /// Called right before the request's effect is sent to Postgres for commit.
-    pub fn mark_committing(&self) {
-        self.committing.store(true, Ordering::Release);
+    /// Called right before the request's effect is sent to Postgres for commit;
+    /// `false` if the timeout answered the request first (then do not send it).
+    pub fn begin_commit(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(OPEN, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == COMMITTING,
+        }
     }
 
-    fn is_committing(&self) -> bool {
-        self.committing.load(Ordering::Acquire)
+    /// Called by the timeout; `false` if the commit began first.
+    fn time_out(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(OPEN, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == TIMED_OUT,
+        }
     }
 }
 
@@ -74,7 +94,7 @@ pub async fn enforce(State(timeout): State<Duration>, mut req: Request, next: Ne
     req.extensions_mut().insert(clock.clone());
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) if clock.is_committing() => ApiError::IdempotencyKeyInUse.into_response(),
+        Err(_) if !clock.time_out() => ApiError::IdempotencyKeyInUse.into_response(),
         Err(_) => {
             let mut response = problem_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -115,7 +115,11 @@ impl Grabber {
             // by Postgres' clock, so the herd costs Postgres nothing. Only a caller who
             // may hold a voucher of the campaign (it is replaying a grant) costs one
             // indexed read of the key.
-            if let Some((refusal, holders)) = campaign.verdict(self.cache.clock().now()) {
+            // A key in flight here is left to its twin: the refusal could race the
+            // grant the twin is committing.
+            if let Some((refusal, holders)) = campaign.verdict(self.cache.clock().now())
+                && !self.idempotency.is_in_flight(&scope, key)
+            {
                 if !holders || !self.cache.may_hold(&self.db, &campaign, user).await? {
                     return Err(refusal);
                 }

@@ -275,7 +275,12 @@ impl Claim {
     /// commit's outcome is unknown (the connection broke), it is 409
     /// `idempotency_key_in_use`, and a retry finds out what committed.
     pub async fn commit(self) -> ApiResult<()> {
-        self.clock.mark_committing();
+        if !self.clock.begin_commit() {
+            // Already answered 503 by the timeout: roll back, as that answer said.
+            return Err(ApiError::Unavailable(
+                "the request took too long and changed nothing",
+            ));
+        }
         self.tx.commit().await.map_err(|e| match e {
             sqlx::Error::Database(_) => ApiError::from(e),
             other => {
@@ -471,6 +476,12 @@ impl Store {
                 .await;
         }
         self.recent.insert(RecentKey::new(scope, key), stored);
+    }
+
+    /// Whether a request with this key is in flight in this process now.
+    pub fn is_in_flight(&self, scope: &Scope, key: &IdempotencyKey) -> bool {
+        let map = self.in_flight.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(&(scope.as_str().to_string(), key.as_str().to_string()))
     }
 
     /// Waits for any in-flight request with this key in this process to finish.

@@ -29,15 +29,25 @@ async fn hold_row<'c>(conn: &'c mut PgConnection, campaign: &str) -> Transaction
     tx
 }
 
-/// Waits until at least `n` of voucherd's backends on this database wait on a lock
-/// (that is, grant batches are stuck in Postgres behind a held row).
-async fn until_waiting_on_locks(app: &TestApp, n: i64) {
+/// Waits until at least `n` of voucherd's backends wait on a lock that the side
+/// transaction `blocker` holds (grant batches stuck behind the held row).
+async fn until_blocked_by(app: &TestApp, blocker: &mut Transaction<'_, Postgres>, n: i64) {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **blocker)
+        .await
+        .unwrap();
     for _ in 0..600 {
+        // Directly, or behind another waiter in the row's lock queue.
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = 'voucherd'
-               AND wait_event_type = 'Lock'",
+            "WITH RECURSIVE behind(pid) AS (
+                 SELECT $1::int
+                 UNION
+                 SELECT a.pid FROM pg_stat_activity a JOIN behind b
+                     ON b.pid = ANY (pg_blocking_pids(a.pid)))
+             SELECT count(*) FROM behind JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'voucherd'",
         )
+        .bind(pid)
         .fetch_one(&app.db)
         .await
         .unwrap();
@@ -46,7 +56,25 @@ async fn until_waiting_on_locks(app: &TestApp, n: i64) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("fewer than {n} voucherd backends ever waited on a lock");
+    panic!("fewer than {n} voucherd backends ever waited on the held row");
+}
+
+/// A value from the process's `/metrics` (shared by every instance in this test
+/// process), 0 when absent.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn side_connection(url: &str) -> PgConnection {
@@ -89,7 +117,29 @@ async fn many_live_campaigns_leave_the_pool_to_everyone_else() {
             tokio::spawn(async move { app.grab(&token(&unique("u")), &c, &unique("k")).await })
         })
         .collect();
-    until_waiting_on_locks(&app, 1).await;
+    let mut any_blocked = false;
+    for _ in 0..600 {
+        for tx in held.iter_mut() {
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut **tx)
+                .await
+                .unwrap();
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'voucherd' AND $1 = ANY (pg_blocking_pids(pid))",
+            )
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            any_blocked |= waiting > 0;
+        }
+        if any_blocked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(any_blocked, "no grant batch ever waited on a held row");
 
     let (status, _) = app
         .get_json(
@@ -144,7 +194,7 @@ async fn a_stall_past_the_request_timeout_never_hides_an_effect_behind_a_5xx() {
     .await;
     let campaign = app.campaign(1000, 1).await;
     let mut conn = side_connection(&database_url()).await;
-    let held = hold_row(&mut conn, &campaign).await;
+    let mut held = hold_row(&mut conn, &campaign).await;
     let stall_began = Instant::now();
     let users: Vec<(String, String)> = (0..24)
         .map(|_| (token(&unique("u")), unique("k")))
@@ -157,7 +207,7 @@ async fn a_stall_past_the_request_timeout_never_hides_an_effect_behind_a_5xx() {
             tokio::spawn(async move { app.grab(&t, &c, &k).await })
         })
         .collect();
-    until_waiting_on_locks(&app, 1).await;
+    until_blocked_by(&app, &mut held, 1).await;
     // Every first attempt is answered while the row is still held: they are all
     // refusals that changed nothing (503: a lock wait bound, or a deadline passed in
     // the queue), never grants.
@@ -200,7 +250,7 @@ async fn a_burst_past_the_queue_bound_is_shed_with_nothing_recorded() {
     .await;
     let campaign = app.campaign(1000, 1).await;
     let mut conn = side_connection(&database_url()).await;
-    let held = hold_row(&mut conn, &campaign).await;
+    let mut held = hold_row(&mut conn, &campaign).await;
     // Two grabs take both of the campaign's writer slots, stuck on the row.
     let plugs: Vec<(String, String)> = (0..2).map(|_| (token(&unique("u")), unique("k"))).collect();
     let plug_tasks: Vec<_> = plugs
@@ -211,7 +261,8 @@ async fn a_burst_past_the_queue_bound_is_shed_with_nothing_recorded() {
             tokio::spawn(async move { app.grab(&t, &c, &k).await })
         })
         .collect();
-    until_waiting_on_locks(&app, 2).await;
+    until_blocked_by(&app, &mut held, 2).await;
+    let shed_before = metric(&app, r#"voucherd_grabs_shed_total{reason="queue_full"}"#).await;
     let burst: Vec<(String, String)> = (0..30)
         .map(|_| (token(&unique("u")), unique("k")))
         .collect();
@@ -227,6 +278,17 @@ async fn a_burst_past_the_queue_bound_is_shed_with_nothing_recorded() {
         assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_jittered_retry_after(g);
     }
+    // Refused by the queue bound itself, not by deadlines running out.
+    let shed_by_bound =
+        metric(&app, r#"voucherd_grabs_shed_total{reason="queue_full"}"#).await - shed_before;
+    assert!(
+        shed_by_bound >= 20.0,
+        "{shed_by_bound} refused by the queue bound"
+    );
+    // Jittered: twenty refusals at once do not all name the same second.
+    let seconds: std::collections::HashSet<u64> =
+        shed.iter().map(|g| g.retry_after.as_secs()).collect();
+    assert!(seconds.len() > 1, "every Retry-After was {seconds:?}");
     for (_, k) in &burst {
         let recorded: i64 =
             sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = $1")
@@ -373,12 +435,12 @@ async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
 
     // The plug: a grab stuck on the campaign row while the others queue.
     let mut row_conn = side_connection(&database_url()).await;
-    let held = hold_row(&mut row_conn, &campaign).await;
+    let mut held = hold_row(&mut row_conn, &campaign).await;
     let plug = {
         let (app, c) = (app.clone(), campaign.clone());
         tokio::spawn(async move { app.grab(&token(&unique("plug")), &c, &unique("k")).await })
     };
-    until_waiting_on_locks(&app, 1).await;
+    until_blocked_by(&app, &mut held, 1).await;
     let others: Vec<_> = (0..50)
         .map(|_| {
             let (app, c) = (app.clone(), campaign.clone());
@@ -390,26 +452,15 @@ async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
         tokio::spawn(async move { app.grab(&t, &c, &k).await })
     };
     // All 51 queued behind the plug before the row is released.
+    let mut all_queued = false;
     for _ in 0..600 {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let queued = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("voucherd_grabs_queued "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if queued >= 51.0 {
+        if metric(&app, "voucherd_grabs_queued").await >= 51.0 {
+            all_queued = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(all_queued, "the 51 grabs never queued behind the plug");
     held.rollback().await.unwrap();
     // The plug itself may have given up on the row lock (503): it only held the
     // writer while the others queued.
