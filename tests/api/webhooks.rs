@@ -205,6 +205,21 @@ async fn a_receiver_failing_three_times_still_gets_every_event_once() {
     assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
 }
 
+/// The first dead-lettered event, waited for (30 s at most).
+async fn first_dead_letter(app: &TestApp) -> Value {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
+            if let Some(d) = page["items"].as_array().unwrap().first() {
+                return d.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no event was ever dead-lettered")
+}
+
 /// A receiver that redirects: the redirect is a failed attempt (never followed, so
 /// the event is not marked delivered by a GET elsewhere), and the event ends
 /// dead-lettered with the 302 as its last error.
@@ -216,17 +231,7 @@ async fn a_redirecting_receiver_is_a_failed_delivery_never_followed() {
     let s = settings(addr, "3");
     let app = TestApp::spawn_isolated("webhook_redirect", &as_refs(&s)).await;
     app.campaign(1, 1).await;
-    let dead = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
-            if let Some(d) = page["items"].as_array().unwrap().first() {
-                return d.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("a redirected event was never dead-lettered");
+    let dead = first_dead_letter(&app).await;
     assert_eq!(dead["attempts"], 3);
     assert!(
         dead["last_error"].as_str().unwrap().contains("302"),
@@ -247,17 +252,7 @@ async fn a_receiver_that_never_accepts_dead_letters_the_event_until_replayed() {
     let s = settings(addr, "3");
     let app = TestApp::spawn_isolated("webhook_dead", &as_refs(&s)).await;
     let campaign = app.campaign(1, 1).await;
-    let dead = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let page = app.admin_get("/v1/admin/webhooks/dead-letters").await;
-            if let Some(d) = page["items"].as_array().unwrap().first() {
-                return d.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the event was never dead-lettered");
+    let dead = first_dead_letter(&app).await;
     assert_eq!(dead["type"], "campaign.created");
     assert_eq!(dead["data"]["campaign"]["id"], campaign.as_str());
     assert_eq!(dead["attempts"], 3);
