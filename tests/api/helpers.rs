@@ -125,6 +125,9 @@ impl TestApp {
             limits,
             std::future::pending(),
         ));
+        // reqwest is built without a default TLS backend; the service installs ring
+        // only with its background loops, and a quiet instance has none.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .build()

@@ -324,9 +324,10 @@ async fn transactions(url: &str) -> i64 {
 }
 
 /// Closes the instance's pool and waits until its backends have exited, which is
-/// when Postgres counts their transactions.
+/// when Postgres counts their transactions. `close` is repeated while waiting: a
+/// connection a writer handed back just as the pool closed can land among the idle
+/// ones after `close` emptied them, and only a later `close` ends it.
 async fn close_and_flush(app: &TestApp) {
-    app.db.close().await;
     let url = app
         .db
         .connect_options()
@@ -335,6 +336,7 @@ async fn close_and_flush(app: &TestApp) {
         .to_string();
     let mut probe = side_connection(&database_url()).await;
     for _ in 0..600 {
+        app.db.close().await;
         let left: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'voucherd'",
         )
@@ -372,7 +374,9 @@ async fn the_herd_before_opening_and_after_sell_out_stays_out_of_postgres() {
         .to_string();
     let sold_out = setup.campaign(1, 1).await;
     let holder = token("holder");
-    let last = setup.grab(&holder, &sold_out, "holder-key-1").await;
+    // Unique per run: Redis outlives this test's database, which is made anew.
+    let holder_key = unique("holder-key");
+    let last = setup.grab(&holder, &sold_out, &holder_key).await;
     assert_eq!(last.status, StatusCode::CREATED);
     close_and_flush(&setup).await;
     let before = transactions(&url).await;
@@ -398,7 +402,7 @@ async fn the_herd_before_opening_and_after_sell_out_stays_out_of_postgres() {
             "{name}: {t:?}"
         );
         // The holder's retry is still replayed.
-        let again = app.grab(&holder, &sold_out, "holder-key-1").await;
+        let again = app.grab(&holder, &sold_out, &holder_key).await;
         assert!(again.replayed && again.bytes == last.bytes, "{name}");
         close_and_flush(&app).await;
     }
