@@ -106,6 +106,16 @@ impl Redis {
         .flatten()
     }
 
+    /// A value with the milliseconds it has left to live (`None` without an expiry).
+    pub async fn get_bytes_with_ttl(&self, key: &[u8]) -> Option<(Vec<u8>, Option<u64>)> {
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .call("get", |mut c| async move {
+                redis::pipe().get(key).pttl(key).query_async(&mut c).await
+            })
+            .await?;
+        Some((value?, u64::try_from(pttl).ok()))
+    }
+
     pub async fn set_bytes_px(&self, key: &[u8], value: &[u8], ttl_ms: u64) {
         self.call("set", |mut c| async move {
             c.pset_ex::<_, _, ()>(key, value, ttl_ms).await

@@ -213,6 +213,7 @@ impl Grabber {
                         StatusCode::CREATED,
                         &body,
                         Share::ThisInstance,
+                        self.idempotency.expiry_of_fresh(clock.arrived),
                     )
                     .await;
                 Ok(json_bytes_response(StatusCode::CREATED, body))

@@ -230,6 +230,8 @@ struct Record {
     fingerprint: Vec<u8>,
     status_code: Option<i16>,
     response_body: Option<Vec<u8>>,
+    /// Seconds until the purge may delete it.
+    life_secs: f64,
 }
 
 /// The result of claiming a key.
@@ -297,6 +299,7 @@ impl Claim {
                     *status,
                     body,
                     Share::ThisInstance,
+                    self.store.expiry_of_fresh(self.clock.arrived),
                 )
                 .await;
         }
@@ -314,6 +317,10 @@ pub struct Store {
     /// answer a retry without Postgres. In process first, then Redis.
     recent: Arc<quick_cache::sync::Cache<RecentKey, Arc<Stored>>>,
     redis: Option<Redis>,
+    /// `IDEMPOTENCY_TTL`: how long Postgres is sure to keep a record. No cached copy
+    /// outlives it, or a key purged there could replay an old answer here while a
+    /// retry of it creates a new effect.
+    ttl: Duration,
 }
 
 /// Where a committed answer is cached.
@@ -344,8 +351,9 @@ struct RecentRef<'a>(&'a str, &'a str);
 
 /// A committed answer, as cached.
 pub struct Stored {
-    /// When it was cached here: older than `RECENT_TTL` counts as absent.
-    at: Instant,
+    /// When this copy stops answering: at most `RECENT_TTL` after it was cached, and
+    /// never later than the record's own end in Postgres (created + `IDEMPOTENCY_TTL`).
+    expires: Instant,
     fingerprint: Vec<u8>,
     status: u16,
     body: Vec<u8>,
@@ -368,12 +376,12 @@ impl Stored {
         v
     }
 
-    fn decode(v: &[u8]) -> Option<Stored> {
+    fn decode(v: &[u8], expires: Instant) -> Option<Stored> {
         let n = *v.first()? as usize;
         let fingerprint = v.get(1..1 + n)?.to_vec();
         let status = u16::from_be_bytes(v.get(1 + n..3 + n)?.try_into().ok()?);
         Some(Stored {
-            at: Instant::now(),
+            expires,
             fingerprint,
             status,
             body: v.get(3 + n..)?.to_vec(),
@@ -381,7 +389,8 @@ impl Stored {
     }
 }
 
-/// How long a committed answer stays in the caches (far below any IDEMPOTENCY_TTL).
+/// How long a committed answer stays in the caches at most (shorter where the
+/// record's own end in Postgres comes sooner).
 const RECENT_TTL: Duration = Duration::from_secs(600);
 
 /// Answers kept in process. quick_cache rather than moka: profiling the grant path
@@ -399,12 +408,20 @@ fn redis_key(scope: &Scope, key: &IdempotencyKey) -> Vec<u8> {
 }
 
 impl Store {
-    pub fn new(redis: Option<Redis>) -> Self {
+    pub fn new(redis: Option<Redis>, ttl: Duration) -> Self {
         Store {
             in_flight: InFlight::default(),
             recent: Arc::new(quick_cache::sync::Cache::new(RECENT_CAPACITY)),
             redis,
+            ttl,
         }
+    }
+
+    /// When a copy of an answer committed for a request that arrived at `arrived`
+    /// stops answering: the record was created after the request arrived, so it is
+    /// kept at least until `arrived + IDEMPOTENCY_TTL`.
+    pub fn expiry_of_fresh(&self, arrived: Instant) -> Instant {
+        arrived + RECENT_TTL.min(self.ttl)
     }
 
     /// A replay from this process's cache, if this key's answer is there. Free
@@ -416,9 +433,7 @@ impl Store {
         fingerprint: &[u8],
     ) -> ApiResult<Option<Response>> {
         match self.recent.get(&RecentRef(scope.as_str(), key.as_str())) {
-            Some(stored) if stored.at.elapsed() < RECENT_TTL => {
-                stored.replay(fingerprint).map(Some)
-            }
+            Some(stored) if Instant::now() < stored.expires => stored.replay(fingerprint).map(Some),
             _ => Ok(None),
         }
     }
@@ -434,10 +449,15 @@ impl Store {
         let Some(redis) = &self.redis else {
             return Ok(None);
         };
+        // Redis' own expiry was set to the record's remaining life when it was
+        // shared; the copy kept here inherits it.
         let Some(stored) = redis
-            .get_bytes(&redis_key(scope, key))
+            .get_bytes_with_ttl(&redis_key(scope, key))
             .await
-            .and_then(|v| Stored::decode(&v))
+            .and_then(|(v, ttl)| {
+                let life = Duration::from_millis(ttl?).min(RECENT_TTL);
+                Stored::decode(&v, Instant::now() + life)
+            })
         else {
             return Ok(None);
         };
@@ -447,8 +467,10 @@ impl Store {
         Ok(Some(resp))
     }
 
-    /// Caches an answer that has committed, here and, where `share` says so, in
-    /// Redis for the other instances.
+    /// Caches an answer that has committed until `expires`, here and, where `share`
+    /// says so, in Redis for the other instances. One already at its end is not
+    /// cached at all.
+    #[allow(clippy::too_many_arguments)]
     pub async fn remember(
         &self,
         scope: &Scope,
@@ -457,21 +479,27 @@ impl Store {
         status: StatusCode,
         body: &[u8],
         share: Share,
+        expires: Instant,
     ) {
+        let life = expires.saturating_duration_since(Instant::now());
+        if life.is_zero() {
+            return;
+        }
         let stored = Arc::new(Stored {
-            at: Instant::now(),
+            expires,
             fingerprint: fingerprint.to_vec(),
             status: status.as_u16(),
             body: body.to_vec(),
         });
         if share == Share::AllInstances
             && let Some(redis) = &self.redis
+            && life >= Duration::from_millis(1)
         {
             redis
                 .set_bytes_px(
                     &redis_key(scope, key),
                     &stored.encode(),
-                    RECENT_TTL.as_millis() as u64,
+                    life.as_millis() as u64,
                 )
                 .await;
         }
@@ -501,7 +529,7 @@ impl Store {
         if let Some(resp) = self.shared(scope, key, fingerprint).await? {
             return Ok(Some(resp));
         }
-        let Some((stored, resp)) = lookup(pool, scope, key, fingerprint).await? else {
+        let Some((stored, resp)) = lookup(pool, scope, key, fingerprint, self.ttl).await? else {
             return Ok(None);
         };
         self.remember(
@@ -511,6 +539,7 @@ impl Store {
             StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
             &stored.body,
             Share::AllInstances,
+            stored.expires,
         )
         .await;
         Ok(Some(resp))
@@ -586,31 +615,42 @@ impl Store {
     }
 }
 
-/// Reads a committed record from Postgres: the record and its replay response.
+/// Reads a committed record from Postgres: the record and its replay response. The
+/// record's remaining life (until created + `ttl`, by Postgres' clock) bounds how long
+/// a copy of it may be cached.
 async fn lookup(
     pool: &PgPool,
     scope: &Scope,
     key: &IdempotencyKey,
     fingerprint: &[u8],
+    ttl: Duration,
 ) -> ApiResult<Option<(Stored, Response)>> {
     let record: Option<Record> = sqlx::query_as(
-        "SELECT fingerprint, status_code, response_body FROM idempotency_keys
+        "SELECT fingerprint, status_code, response_body,
+                GREATEST(0, EXTRACT(EPOCH FROM
+                    created_at + make_interval(secs => $3) - now()))::float8 AS life_secs
+         FROM idempotency_keys
          WHERE scope = $1 AND key = $2",
     )
     .bind(scope.as_str())
     .bind(key.as_str())
+    .bind(ttl.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     let Some(Record {
         fingerprint: stored,
         status_code: Some(status_code),
         response_body: Some(body),
+        life_secs,
     }) = record
     else {
         return Ok(None);
     };
+    let life = Duration::try_from_secs_f64(life_secs)
+        .unwrap_or_default()
+        .min(RECENT_TTL);
     let stored = Stored {
-        at: Instant::now(),
+        expires: Instant::now() + life,
         fingerprint: stored,
         status: status_code as u16,
         body,

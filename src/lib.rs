@@ -58,6 +58,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// fails with a retryable 503 well inside the request timeout.
 const LOCK_TIMEOUT: &str = "3s";
 const STATEMENT_TIMEOUT: &str = "5s";
+/// How long a starting instance waits for another's migration (sqlx's advisory
+/// lock) or for a table lock a migration needs, before giving up.
+const MIGRATION_LOCK_TIMEOUT: &str = "15min";
 /// `STATEMENT_TIMEOUT` as a duration, for the settings that must fit around it.
 pub const STATEMENT_BOUND: Duration = Duration::from_secs(5);
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -103,9 +106,12 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
 }
 
 /// Creates the database if it does not exist yet and applies pending migrations,
-/// waiting up to 30 s for Postgres to accept connections.
-pub async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
-    use sqlx::migrate::MigrateDatabase;
+/// waiting up to 30 s for Postgres to accept connections. Migrations run on a
+/// connection of their own, outside the request bounds: one over millions of rows
+/// may take minutes, and an instance that starts while another migrates waits on
+/// the migration lock for as long as that takes instead of exiting.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    use sqlx::{Connection, migrate::MigrateDatabase};
     let url = settings.database_url();
     let mut attempt = 0;
     loop {
@@ -126,10 +132,24 @@ pub async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("DATABASE_URL: cannot reach Postgres"),
         }
     }
-    sqlx::migrate!()
-        .run(pool)
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL: not a valid Postgres URL")?
+        .application_name("voucherd-migrate")
+        .options([
+            ("statement_timeout", "0"),
+            ("lock_timeout", MIGRATION_LOCK_TIMEOUT),
+        ]);
+    let mut conn = sqlx::PgConnection::connect_with(&options)
         .await
-        .context("applying migrations")
+        .context("DATABASE_URL: cannot reach Postgres")?;
+    // `run_direct`, not `run`: `run(&mut conn)` cannot be awaited inside a spawned
+    // task ("implementation of `Acquire` is not general enough", sqlx#1594).
+    let applied = sqlx::migrate!()
+        .run_direct(&mut conn)
+        .await
+        .context("applying migrations");
+    let _ = conn.close().await;
+    applied
 }
 
 fn is_connect(e: &sqlx::Error) -> bool {
@@ -151,7 +171,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         .context("REDIS_URL")?;
     let dbwatch = dbwatch::DbWatch::default();
     let cache = CampaignCache::new(redis.clone(), dbwatch.clone());
-    let idempotency = idempotency::Store::new(redis);
+    let idempotency = idempotency::Store::new(redis, settings.idempotency_ttl);
     let batcher = match settings.grab_mode {
         config::GrabMode::Batched => Some(batch::Batcher::new(
             db.clone(),
@@ -338,7 +358,7 @@ pub fn spawn_workers(state: &AppState) -> Workers {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let db = pool(&settings)?;
     if settings.migrate_on_start {
-        migrate(&settings, &db).await?;
+        migrate(&settings).await?;
     }
     let addr = settings.listen_addr;
     let limits = server::ServerLimits::from_settings(&settings);

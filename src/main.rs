@@ -60,8 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let settings = load_settings();
             voucherd::telemetry::init(settings.log_json);
-            let db = voucherd::pool(&settings)?;
-            voucherd::migrate(&settings, &db).await?;
+            voucherd::migrate(&settings).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -127,3 +127,37 @@ async fn a_granted_key_is_replayed_during_an_outage_after_the_campaign_snapshot_
     let c = direct.assert_invariants(&campaign).await;
     assert_eq!(c["issued"], 1);
 }
+
+/// An instance that starts while another holds the migration lock (a long migration
+/// on a big table) waits past the request bounds' lock timeout (3 s) instead of
+/// exiting, then migrates and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starting_during_another_migration_waits_then_serves() {
+    use sqlx::{Connection, migrate::Migrate};
+    let url = crate::helpers::isolated_database("migration_lock").await;
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    other.lock().await.unwrap();
+    let env = std::collections::HashMap::from([
+        ("DATABASE_URL", url.clone()),
+        ("JWT_SECRET", crate::helpers::JWT_SECRET.to_string()),
+        ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.to_string()),
+    ]);
+    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let starting = tokio::spawn(async move { voucherd::migrate(&settings).await });
+    // The scenario itself, not a synchronisation: the other migration outlasts
+    // the 3 s lock timeout that bounds requests.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(
+        !starting.is_finished(),
+        "gave up waiting: {:?}",
+        starting.await
+    );
+    other.unlock().await.unwrap();
+    starting
+        .await
+        .unwrap()
+        .expect("migrates once the lock is free");
+    let app = TestApp::spawn_with(RedisMode::None, &[("DATABASE_URL", url.as_str())]).await;
+    let (status, _) = app.get_json("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+}

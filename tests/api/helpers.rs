@@ -32,8 +32,7 @@ static MIGRATED: OnceCell<()> = OnceCell::const_new();
 async fn prepare_database(settings: &voucherd::config::Settings) {
     MIGRATED
         .get_or_init(|| async {
-            let pool = voucherd::pool(settings).unwrap();
-            voucherd::migrate(settings, &pool)
+            voucherd::migrate(settings)
                 .await
                 .expect("Postgres must be running: scripts/check starts it");
         })
@@ -304,8 +303,7 @@ pub async fn isolated_database(name: &str) -> String {
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ]);
     let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let pool = voucherd::pool(&settings).unwrap();
-    voucherd::migrate(&settings, &pool).await.unwrap();
+    voucherd::migrate(&settings).await.unwrap();
     url
 }
 

@@ -143,3 +143,51 @@ async fn expired_keys_are_purged_and_fresh_ones_kept() {
         .collect();
     assert_eq!(left, vec![fresh]);
 }
+
+/// No cache answers for a key longer than Postgres keeps it. The record is aged past
+/// `IDEMPOTENCY_TTL` in Postgres (as if the TTL had passed), read once by a second
+/// instance, then purged: that instance and a third one sharing its Redis must
+/// evaluate the key afresh, not replay the purged voucher beside the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_cache_replays_a_key_postgres_has_purged() {
+    let url = crate::helpers::isolated_database("purged").await;
+    let settings: &[(&str, &str)] = &[("DATABASE_URL", &url), ("IDEMPOTENCY_TTL", "60s")];
+    let a = TestApp::spawn_with(RedisMode::Real, settings).await;
+    let b = TestApp::spawn_with(RedisMode::Real, settings).await;
+    let campaign = a.campaign(10, 5).await;
+    let sub = unique("u");
+    let t = token(&sub);
+    let key = unique("k");
+    let first = a.grab(&t, &campaign, &key).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '61 seconds'
+         WHERE key = $1",
+    )
+    .bind(&key)
+    .execute(&a.db)
+    .await
+    .unwrap();
+    // Still in Postgres (not purged yet): replayed, from Postgres.
+    let read = b.grab(&t, &campaign, &key).await;
+    assert!(read.replayed && read.bytes == first.bytes);
+    let purged = voucherd::idempotency::purge_expired(&a.db, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+
+    let again = b.grab(&t, &campaign, &key).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert!(!again.replayed, "a purged key was replayed from a cache");
+    assert_ne!(again.bytes, first.bytes);
+    let c = TestApp::spawn_with(RedisMode::Real, settings).await;
+    let shared = c.grab(&t, &campaign, &key).await;
+    assert_eq!(shared.bytes, again.bytes, "Redis held the purged answer");
+    let vouchers: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers WHERE user_id = $1")
+        .bind(&sub)
+        .fetch_one(&a.db)
+        .await
+        .unwrap();
+    assert_eq!(vouchers, 2);
+}
