@@ -135,17 +135,29 @@ fn unavailable(v: &VoucherRow, now: DateTime<Utc>) -> Option<ApiError> {
     }
 }
 
+/// The caller's voucher, with the transaction's `now()`: the instant Postgres judges
+/// expiry by in the conditional update, so a refusal names Postgres' reason even when
+/// this machine's clock disagrees with Postgres'.
 async fn owned_voucher(
     tx: &mut Transaction<'_, Postgres>,
     code: &VoucherCode,
     user: &UserId,
-) -> ApiResult<VoucherRow> {
-    sqlx::query_as("SELECT * FROM vouchers WHERE code = $1 AND user_id = $2")
-        .bind(code.as_str())
-        .bind(user.as_str())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(ApiError::VoucherNotFound)
+) -> ApiResult<(VoucherRow, DateTime<Utc>)> {
+    #[derive(sqlx::FromRow)]
+    struct Timed {
+        #[sqlx(flatten)]
+        row: VoucherRow,
+        db_now: DateTime<Utc>,
+    }
+    let t: Timed = sqlx::query_as(
+        "SELECT v.*, now() AS db_now FROM vouchers v WHERE code = $1 AND user_id = $2",
+    )
+    .bind(code.as_str())
+    .bind(user.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ApiError::VoucherNotFound)?;
+    Ok((t.row, t.db_now))
 }
 
 /// Commits the effect with its stored response and event.
@@ -197,9 +209,8 @@ async fn redeem(
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };
-    let now = Utc::now();
-    let voucher = owned_voucher(&mut claim.tx, &code, &user).await?;
-    if let Some(refusal) = unavailable(&voucher, now) {
+    let (voucher, db_now) = owned_voucher(&mut claim.tx, &code, &user).await?;
+    if let Some(refusal) = unavailable(&voucher, db_now) {
         return Err(refusal);
     }
     let discount = &voucher.discount.0;
@@ -226,8 +237,8 @@ async fn redeem(
     .fetch_optional(&mut *claim.tx)
     .await?;
     let Some(updated) = updated else {
-        let current = owned_voucher(&mut claim.tx, &code, &user).await?;
-        return Err(unavailable(&current, Utc::now()).unwrap_or(ApiError::VoucherAlreadyRedeemed));
+        let (current, db_now) = owned_voucher(&mut claim.tx, &code, &user).await?;
+        return Err(unavailable(&current, db_now).unwrap_or(ApiError::VoucherAlreadyRedeemed));
     };
     let row: RedemptionRow = sqlx::query_as(
         "INSERT INTO redemptions (id, voucher_id, user_id, order_id, order_amount, currency,
@@ -243,7 +254,18 @@ async fn redeem(
     .bind(String::from(req.body.currency.clone()))
     .bind(discount.discount_on(req.body.order_amount))
     .fetch_one(&mut *claim.tx)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        // The index that keeps one live redemption per voucher: the guard above
+        // makes this unreachable, and should it ever be reached it is the same
+        // conflict the guard answers, never a 500.
+        sqlx::Error::Database(db)
+            if db.constraint() == Some("redemptions_one_live_per_voucher") =>
+        {
+            ApiError::VoucherAlreadyRedeemed
+        }
+        _ => ApiError::from(e),
+    })?;
     let response = RedemptionResponse {
         redemption: Redemption::from(&row),
         voucher: updated.view(Utc::now()),

@@ -384,3 +384,124 @@ async fn the_event_log_holds_back_events_behind_an_open_transaction() {
     let pos = |id: &str| ids.iter().position(|x| x == id).expect("listed");
     assert!(pos(&early.to_string()) < pos(&later));
 }
+
+/// Waits until `n` of voucherd's backends on the database at `url` wait on a lock.
+async fn lock_waiters(url: &str, n: i64) {
+    use sqlx::Connection;
+    let mut probe = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = 'voucherd' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{n} requests never queued on the lock");
+}
+
+/// Two redemptions of one voucher queue behind a side transaction holding its row;
+/// released, exactly one wins, the other is 409 `voucher_already_redeemed`, and no
+/// answer is a 500 (without the race's luck: both are queued before the release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_redemptions_queued_on_a_held_voucher_one_wins_none_fails() {
+    use sqlx::Connection;
+    let url = crate::helpers::isolated_database("redeem_held").await;
+    let app = TestApp::spawn_with(crate::helpers::RedisMode::None, &[("DATABASE_URL", &url)]).await;
+    let (t, code, _) = voucher_with(&app, fixed_50k()).await;
+    let mut side = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut held = side.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM vouchers WHERE code = $1 FOR UPDATE")
+        .bind(&code)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let racing: Vec<_> = ["order-a", "order-b"]
+        .into_iter()
+        .map(|order| {
+            let (app, t, code) = (app.clone(), t.clone(), code.clone());
+            tokio::spawn(async move {
+                redeem(&app, &t, &code, &unique("k"), order, 300_000, "VND").await
+            })
+        })
+        .collect();
+    lock_waiters(&url, 2).await;
+    held.rollback().await.unwrap();
+    let answers: Vec<Grab> = join_all(racing)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut seen: Vec<(u16, String)> = answers
+        .iter()
+        .map(|g| (g.status.as_u16(), g.code().to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (201, String::new()),
+            (409, "voucher_already_redeemed".to_string())
+        ],
+        "{:?}",
+        answers.iter().map(|g| &g.body).collect::<Vec<_>>()
+    );
+    let active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM redemptions WHERE status = 'active'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(active, 1);
+}
+
+/// Expiry is judged by the time Postgres uses, not this machine's clock: a
+/// redemption whose transaction began before the voucher expired, but which reached
+/// its checks after (its key was held by another transaction until then), gets what
+/// Postgres decides (the voucher was valid when the transaction began), never a
+/// refusal reasoned from a different clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_is_judged_by_the_clock_postgres_uses() {
+    use sqlx::Connection;
+    let url = crate::helpers::isolated_database("redeem_clock").await;
+    let app = TestApp::spawn_with(crate::helpers::RedisMode::None, &[("DATABASE_URL", &url)]).await;
+    let (t, code, _) = voucher_with(&app, fixed_50k()).await;
+    let user: String = sqlx::query_scalar("SELECT user_id FROM vouchers WHERE code = $1")
+        .bind(&code)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let key = unique("k");
+    let mut side = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut held = side.begin().await.unwrap();
+    sqlx::query("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, '\\x00')")
+        .bind(format!("user:{user}"))
+        .bind(&key)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE vouchers SET expires_at = clock_timestamp() + interval '1 second'
+         WHERE code = $1 RETURNING expires_at",
+    )
+    .bind(&code)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let pending = {
+        let (app, t, code, key) = (app.clone(), t.clone(), code.clone(), key.clone());
+        tokio::spawn(async move { redeem(&app, &t, &code, &key, "order-1", 300_000, "VND").await })
+    };
+    lock_waiters(&url, 1).await;
+    // The scenario, not a synchronisation: the voucher expires while the
+    // redemption's transaction waits for the key.
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(100)).await;
+    held.rollback().await.unwrap();
+    let answer = pending.await.unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+}
