@@ -149,6 +149,52 @@ pub fn fingerprint(method: &str, path: &str, body: &Value) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// The path as the fingerprint sees it: each path parameter in the spelling the
+/// route parses it to (an id as a lower-case hyphenated UUID, a voucher code in
+/// upper case), so a retry that writes the same id another way (`urn:uuid:…`,
+/// braces, capitals) is the same request. A path already canonical comes out byte for
+/// byte as it came in, so keys recorded before this existed still replay. A value
+/// the route will refuse anyway is kept as sent.
+async fn canonical_path(req: &mut Request) -> String {
+    use axum::{
+        RequestExt,
+        extract::{MatchedPath, RawPathParams},
+    };
+    let raw = req.uri().path().to_string();
+    let Some(template) = req.extensions().get::<MatchedPath>().cloned() else {
+        return raw;
+    };
+    let Ok(params) = req.extract_parts::<RawPathParams>().await else {
+        return raw;
+    };
+    let canonical = |name: &str, value: &str| -> String {
+        let parsed = match name {
+            "id" => uuid::Uuid::parse_str(value)
+                .ok()
+                .map(|u| u.hyphenated().to_string()),
+            "code" => crate::domain::VoucherCode::parse(value)
+                .ok()
+                .map(|c| c.as_str().to_string()),
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| value.to_string())
+    };
+    let mut path = String::with_capacity(raw.len());
+    for (i, segment) in template.as_str().split('/').enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => match params.iter().find(|(n, _)| *n == name) {
+                Some((_, value)) => path.push_str(&canonical(name, value)),
+                None => return raw,
+            },
+            None => path.push_str(segment),
+        }
+    }
+    path
+}
+
 /// A mutating request: its key, its fingerprint and its typed body. Extracting it
 /// checks, in order, the key (400), the body size (413), JSON syntax (400) and the
 /// body's shape (422). An empty body reads as `{}`.
@@ -168,13 +214,13 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(mut req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let key = match req.headers().get(HEADER) {
             None => return Err(ApiError::IdempotencyKeyMissing),
             Some(v) => IdempotencyKey::parse(v.as_bytes())?,
         };
         let method = req.method().as_str().to_string();
-        let path = req.uri().path().to_string();
+        let path = canonical_path(&mut req).await;
         let clock = req
             .extensions()
             .get::<RequestClock>()

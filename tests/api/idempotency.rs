@@ -191,3 +191,73 @@ async fn no_cache_replays_a_key_postgres_has_purged() {
         .unwrap();
     assert_eq!(vouchers, 2);
 }
+
+/// An id written another way is the same request: a retry that spells the campaign
+/// id in capitals, braces or as a URN, or the voucher code in lower case, replays
+/// rather than being refused as a reused key.
+#[tokio::test]
+async fn a_retry_spelling_an_id_another_way_replays() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 5).await;
+    let t = token(&unique("u"));
+    let key = unique("k");
+    let first = app.grab(&t, &campaign.to_uppercase(), &key).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    for spelling in [
+        campaign.clone(),
+        format!("urn:uuid:{campaign}"),
+        format!("%7B{campaign}%7D"),
+        campaign.replace('-', ""),
+    ] {
+        let again = app.grab(&t, &spelling, &key).await;
+        assert!(
+            again.replayed && again.bytes == first.bytes,
+            "{spelling}: {:?}",
+            again.body
+        );
+    }
+    let code = first.body["voucher"]["code"].as_str().unwrap().to_string();
+    let body = json!({"order_id": "o-1", "order_amount": 300000, "currency": "VND"});
+    let key = unique("r");
+    let path = |c: &str| format!("/v1/vouchers/{c}/redemptions");
+    let redeemed = app
+        .user_post(&t, &path(&code.to_lowercase()), &key, Some(&body))
+        .await;
+    assert_eq!(redeemed.status, StatusCode::CREATED, "{:?}", redeemed.body);
+    let again = app.user_post(&t, &path(&code), &key, Some(&body)).await;
+    assert!(
+        again.replayed && again.bytes == redeemed.bytes,
+        "{:?}",
+        again.body
+    );
+}
+
+/// A key recorded before fingerprints were canonical still replays: its fingerprint,
+/// computed here from the documented recipe (SHA-256 of method, path and canonical
+/// body, newline-separated), matches what a canonical request computes today.
+#[tokio::test]
+async fn a_key_recorded_before_canonical_fingerprints_still_replays() {
+    use sha2::{Digest, Sha256};
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 5).await;
+    let sub = unique("u");
+    let key = unique("k");
+    let path = format!("/v1/campaigns/{campaign}/claims");
+    let fingerprint = Sha256::digest(format!("POST\n{path}\n{{}}").as_bytes()).to_vec();
+    let stored = br#"{"voucher":{"recorded":"before the upgrade"}}"#;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, response_body)
+         VALUES ($1, $2, $3, 201, $4)",
+    )
+    .bind(format!("user:{sub}"))
+    .bind(&key)
+    .bind(&fingerprint)
+    .bind(&stored[..])
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let replay = app.grab(&token(&sub), &campaign, &key).await;
+    assert_eq!(replay.status, StatusCode::CREATED, "{:?}", replay.body);
+    assert!(replay.replayed);
+    assert_eq!(replay.bytes, &stored[..]);
+}
