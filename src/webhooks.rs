@@ -1,7 +1,8 @@
 //! Webhook delivery from the outbox: at least once, signed per Standard Webhooks,
 //! retried with exponential backoff and jitter, dead-lettered after a bounded number
-//! of attempts. Work is claimed with `FOR UPDATE SKIP LOCKED` under a lease, so
-//! several instances share it and a crashed instance's claims come due again.
+//! of attempts. Work is leased with `FOR UPDATE SKIP LOCKED`, so several instances
+//! share it, a crashed instance's leases come due again, and only the current lease
+//! records an outcome.
 
 use std::time::Duration;
 
@@ -58,27 +59,33 @@ pub fn backoff(base: Duration, attempts: i32) -> Duration {
     capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
 
+/// An event leased for one delivery attempt.
 #[derive(sqlx::FromRow)]
-struct Claimed {
+struct Leased {
     #[sqlx(flatten)]
     event: Event,
     attempts: i32,
+    /// This attempt's lease: the outcome is recorded only while it is still the
+    /// event's current one.
+    lease: Uuid,
 }
 
-/// Claims due events under a lease: if this process dies mid-delivery, the event
-/// becomes due again when the lease runs out, and another instance delivers it.
-async fn claim(pool: &PgPool, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
+/// Leases due events: if this process dies (or stalls) mid-delivery, the event
+/// becomes due again when the lease runs out, and another instance delivers it under
+/// a lease of its own.
+async fn lease_due(pool: &PgPool, lease: Duration) -> Result<Vec<Leased>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE events SET attempts = attempts + 1,
+        "UPDATE events SET attempts = attempts + 1, lease = $3,
                            next_attempt_at = now() + make_interval(secs => $2)
          WHERE id IN (SELECT id FROM events
                       WHERE delivery = 'pending' AND next_attempt_at <= now()
                       ORDER BY next_attempt_at LIMIT $1
                       FOR UPDATE SKIP LOCKED)
-         RETURNING id, seq, type, occurred_at, data, attempts",
+         RETURNING id, seq, type, occurred_at, data, attempts, lease",
     )
     .bind(BATCH)
     .bind(lease.as_secs_f64())
+    .bind(Uuid::now_v7())
     .fetch_all(pool)
     .await
 }
@@ -108,49 +115,65 @@ async fn deliver(
     }
 }
 
-async fn record(
-    pool: &PgPool,
-    cfg: &WebhookConfig,
-    id: Uuid,
-    attempts: i32,
-    outcome: Result<(), String>,
-) {
-    let result = match &outcome {
-        Ok(()) => {
-            metrics::counter!("voucherd_webhook_deliveries_total", "result" => "delivered")
-                .increment(1);
-            sqlx::query("UPDATE events SET delivery = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1")
-                .bind(id)
-                .execute(pool)
-                .await
-        }
-        Err(e) if attempts >= cfg.max_attempts => {
-            metrics::counter!("voucherd_webhook_deliveries_total", "result" => "dead").increment(1);
-            tracing::warn!(event = %id, attempts, error = %e, "webhook dead-lettered");
-            sqlx::query("UPDATE events SET delivery = 'dead', last_error = $2 WHERE id = $1")
-                .bind(id)
-                .bind(e)
-                .execute(pool)
-                .await
-        }
-        Err(e) => {
-            metrics::counter!("voucherd_webhook_deliveries_total", "result" => "retry")
-                .increment(1);
-            let delay = backoff(cfg.backoff_base, attempts);
-            sqlx::query(
-                "UPDATE events SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3
-                 WHERE id = $1",
-            )
+/// Records an attempt's outcome, only under the lease that made it: once a lease
+/// has run out and another dispatcher leased the event, this attempt's word no
+/// longer counts (the later attempt records its own).
+async fn record(pool: &PgPool, cfg: &WebhookConfig, leased: &Leased, outcome: Result<(), String>) {
+    let (id, attempts) = (leased.event.id, leased.attempts);
+    const HELD: &str = "WHERE id = $1 AND lease = $2 AND delivery = 'pending'";
+    let (result, label) = match &outcome {
+        Ok(()) => (
+            sqlx::query(&format!(
+                "UPDATE events SET delivery = 'delivered', delivered_at = now(), last_error = NULL {HELD}"
+            ))
             .bind(id)
-            .bind(delay.as_secs_f64())
+            .bind(leased.lease)
+            .execute(pool)
+            .await,
+            "delivered",
+        ),
+        Err(e) if attempts >= cfg.max_attempts => (
+            sqlx::query(&format!(
+                "UPDATE events SET delivery = 'dead', last_error = $3 {HELD}"
+            ))
+            .bind(id)
+            .bind(leased.lease)
             .bind(e)
             .execute(pool)
-            .await
-        }
+            .await,
+            "dead",
+        ),
+        Err(e) => (
+            sqlx::query(&format!(
+                "UPDATE events SET next_attempt_at = now() + make_interval(secs => $3),
+                                   last_error = $4 {HELD}"
+            ))
+            .bind(id)
+            .bind(leased.lease)
+            .bind(backoff(cfg.backoff_base, attempts).as_secs_f64())
+            .bind(e)
+            .execute(pool)
+            .await,
+            "retry",
+        ),
     };
-    // Not recorded: the lease runs out and the event is delivered again (at least once).
-    if let Err(e) = result {
-        tracing::warn!(event = %id, error = %e, "could not record a webhook outcome");
+    match result {
+        Ok(done) if done.rows_affected() == 0 => {
+            metrics::counter!("voucherd_webhook_deliveries_total", "result" => "stale")
+                .increment(1);
+            tracing::info!(event = %id, attempts, "webhook outcome of an expired lease not recorded");
+        }
+        Ok(_) => {
+            metrics::counter!("voucherd_webhook_deliveries_total", "result" => label).increment(1);
+            if let Err(e) = &outcome
+                && label == "dead"
+            {
+                tracing::warn!(event = %id, attempts, error = %e, "webhook dead-lettered");
+            }
+        }
+        // Not recorded: the lease runs out and the event is delivered again (at
+        // least once).
+        Err(e) => tracing::warn!(event = %id, error = %e, "could not record a webhook outcome"),
     }
 }
 
@@ -172,14 +195,14 @@ pub async fn run_dispatcher(pool: PgPool, cfg: WebhookConfig) {
     };
     let lease = cfg.timeout + Duration::from_secs(5);
     loop {
-        match claim(&pool, lease).await {
+        match lease_due(&pool, lease).await {
             Ok(batch) if !batch.is_empty() => {
                 let full = batch.len() as i64 == BATCH;
-                futures::future::join_all(batch.into_iter().map(|c| {
+                futures::future::join_all(batch.into_iter().map(|leased| {
                     let (client, cfg, pool) = (&client, &cfg, &pool);
                     async move {
-                        let outcome = deliver(client, cfg, &c.event).await;
-                        record(pool, cfg, c.event.id, c.attempts, outcome).await;
+                        let outcome = deliver(client, cfg, &leased.event).await;
+                        record(pool, cfg, &leased, outcome).await;
                     }
                 }))
                 .await;
@@ -188,7 +211,7 @@ pub async fn run_dispatcher(pool: PgPool, cfg: WebhookConfig) {
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "claiming webhook work failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "leasing webhook work failed; will retry"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

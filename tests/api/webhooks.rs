@@ -1,5 +1,6 @@
 //! Webhook delivery to a real HTTP receiver started inside the test, which checks
-//! every signature and can refuse deliveries on demand.
+//! every signature (with a verifier written here from the Standard Webhooks
+//! specification, not voucherd's signing code) and can refuse deliveries on demand.
 
 use std::{
     collections::HashSet,
@@ -19,7 +20,8 @@ use serde_json::Value;
 
 use crate::helpers::{RedisMode, TestApp, token, unique};
 
-const SECRET: &str = "receiver-shared-secret-0123456789";
+/// A secret in the specification's form: `whsec_` and the base64 of the key.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Default)]
 struct Inbox {
@@ -33,6 +35,11 @@ struct Inbox {
     bad_signatures: AtomicUsize,
     accepted: Mutex<Vec<Value>>,
     arrived: tokio::sync::Notify,
+    /// Hold the first delivery until `release`, then refuse it (a slow attempt
+    /// whose lease runs out); `holding` says it is held.
+    hold_first: AtomicBool,
+    holding: tokio::sync::Notify,
+    release: tokio::sync::Notify,
 }
 
 async fn receive(
@@ -43,6 +50,11 @@ async fn receive(
     use axum::response::IntoResponse;
     if inbox.redirect_all.load(Ordering::SeqCst) {
         return (AxumStatus::FOUND, [("location", "/landing")]).into_response();
+    }
+    if inbox.hold_first.swap(false, Ordering::SeqCst) {
+        inbox.holding.notify_one();
+        inbox.release.notified().await;
+        return AxumStatus::SERVICE_UNAVAILABLE.into_response();
     }
     accept(&inbox, &headers, &body).into_response()
 }
@@ -60,9 +72,13 @@ fn accept(inbox: &Inbox, headers: &HeaderMap, body: &Bytes) -> AxumStatus {
             .unwrap_or("")
             .to_string()
     };
-    let ts: i64 = h("webhook-timestamp").parse().unwrap_or(0);
-    let expected = voucherd::webhooks::sign(SECRET.as_bytes(), &h("webhook-id"), ts, body);
-    if h("webhook-signature") != expected {
+    if !verify_standard_webhook(
+        SECRET,
+        &h("webhook-id"),
+        &h("webhook-timestamp"),
+        &h("webhook-signature"),
+        body,
+    ) {
         inbox.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return AxumStatus::UNAUTHORIZED;
     }
@@ -75,6 +91,43 @@ fn accept(inbox: &Inbox, headers: &HeaderMap, body: &Bytes) -> AxumStatus {
     inbox.accepted.lock().unwrap().push(event);
     inbox.arrived.notify_waiters();
     AxumStatus::NO_CONTENT
+}
+
+/// Standard Webhooks verification as a receiver implements it from the
+/// specification: the key is the base64 after `whsec_`; the signed content is
+/// `{webhook-id}.{webhook-timestamp}.{body}`; `webhook-signature` is a space-separated
+/// list of `v1,<base64 HMAC-SHA256>`, one of which must match; a timestamp more than
+/// five minutes away is refused.
+fn verify_standard_webhook(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(key) = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| b64.decode(k).ok())
+    else {
+        return false;
+    };
+    let Ok(sent) = timestamp.parse::<i64>() else {
+        return false;
+    };
+    if (chrono::Utc::now().timestamp() - sent).abs() > 300 {
+        return false;
+    }
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = b64.encode(mac.finalize().into_bytes());
+    signatures
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == expected)
 }
 
 async fn receiver(inbox: Arc<Inbox>) -> SocketAddr {
@@ -328,4 +381,74 @@ async fn events_pending_when_voucherd_dies_are_delivered_after_restart() {
     inbox.wait_for(&want).await;
     assert_eq!(inbox.ids(), want);
     drop(second);
+}
+
+/// The delivery state of the one event in this test's database.
+async fn delivery_state(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT delivery FROM events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+/// How many outcomes of expired leases were dropped, from `/metrics`.
+async fn stale_outcomes(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("voucherd_webhook_deliveries_total{result=\"stale\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A slow attempt whose lease ran out cannot overwrite the outcome of the attempt
+/// that leased the event after it: instance A's delivery hangs, the lease expires,
+/// instance B delivers it; then A's attempt fails as the last one allowed, and the
+/// event stays delivered (before: A marked it dead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_lease_never_overwrites_a_later_outcome() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.hold_first.store(true, Ordering::SeqCst);
+    let addr = receiver(inbox.clone()).await;
+    let mut s = settings(addr, "1");
+    s.retain(|(k, _)| *k != "WEBHOOK_TIMEOUT");
+    s.push(("WEBHOOK_TIMEOUT", "20s".to_string()));
+    let url = crate::helpers::isolated_database("webhook_stale").await;
+    s.push(("DATABASE_URL", url.clone()));
+    let a = TestApp::spawn_with(RedisMode::None, &as_refs(&s)).await;
+    a.campaign(1, 1).await;
+    inbox.holding.notified().await;
+    // A's lease (20 s + 5 s) runs out now.
+    sqlx::query("UPDATE events SET next_attempt_at = now()")
+        .execute(&a.db)
+        .await
+        .unwrap();
+    let b = TestApp::spawn_with(RedisMode::None, &as_refs(&s)).await;
+    inbox.wait_for(&all_event_ids(&b).await).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while delivery_state(&b).await != "delivered" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("B never recorded its delivery");
+    let stale_before = stale_outcomes(&a).await;
+    inbox.release.notify_one();
+    // A's late failure lands either as a dropped stale outcome or, wrongly, over B's.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while stale_outcomes(&a).await == stale_before && delivery_state(&a).await == "delivered" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("A's attempt never ended");
+    assert_eq!(delivery_state(&a).await, "delivered");
+    assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
 }
