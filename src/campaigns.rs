@@ -611,7 +611,7 @@ async fn audit(
 ) -> ApiResult<Json<Audit>> {
     let id = CampaignId::parse(&id)?;
     // One REPEATABLE READ snapshot, so every check sees the same moment.
-    let mut tx = state.db.begin().await?;
+    let mut tx = crate::begin(&state.db).await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;

@@ -88,7 +88,9 @@ impl Grabber {
     }
 
     /// Grants one voucher, replays an earlier answer for the same key, or refuses.
-    /// A refusal changes nothing and leaves the key unrecorded.
+    /// A refusal changes nothing and leaves the key unrecorded. `admit` (the rate
+    /// limits) is asked only once the grab is known to be fresh work: a replay, or a
+    /// twin waiting for its in-flight original, is never counted against the caller.
     pub async fn grab(
         &self,
         campaign: CampaignId,
@@ -96,6 +98,7 @@ impl Grabber {
         key: &IdempotencyKey,
         fingerprint: &[u8],
         clock: &RequestClock,
+        admit: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Response> {
         // One async block, so every way out (replay, refusal, grant) is counted.
         let result: ApiResult<Response> = async {
@@ -138,8 +141,8 @@ impl Grabber {
             // Everything past here needs Postgres.
             self.dbwatch.check()?;
             match &self.batcher {
-                Some(batcher) => self.batched(batcher, req, scope, clock).await,
-                None => self.single(req, scope, clock).await,
+                Some(batcher) => self.batched(batcher, req, scope, clock, admit).await,
+                None => self.single(req, scope, clock, admit).await,
             }
         }
         .await;
@@ -183,6 +186,7 @@ impl Grabber {
         req: GrabRequest<'_>,
         scope: Scope,
         clock: &RequestClock,
+        admit: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Response> {
         let in_flight = self.idempotency.acquire(&scope, req.key).await?;
         if let Some(resp) = self
@@ -192,6 +196,7 @@ impl Grabber {
         {
             return Ok(resp);
         }
+        admit()?;
         let (voucher, body, event) = self.prepare(&req)?;
         let grab = Prepared {
             scope: scope.as_str().to_string(),
@@ -240,10 +245,11 @@ impl Grabber {
         req: GrabRequest<'_>,
         scope: Scope,
         clock: &RequestClock,
+        admit: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Response> {
         let begun = self
             .idempotency
-            .begin(&self.db, &scope, req.key, req.fingerprint, clock, || Ok(()))
+            .begin(&self.db, &scope, req.key, req.fingerprint, clock, admit)
             .await?;
         let mut claim = match begun {
             Begun::Replay(resp) => return Ok(resp),
@@ -345,11 +351,12 @@ async fn claim(
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
-    state.limits.check(&user, ip)?;
     let id = CampaignId::parse(&id)?;
     state
         .grabber
-        .grab(id, &user, &req.key, &req.fingerprint, &clock)
+        .grab(id, &user, &req.key, &req.fingerprint, &clock, || {
+            state.limits.check(&user, ip)
+        })
         .await
 }
 

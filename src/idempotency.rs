@@ -623,7 +623,7 @@ impl Store {
             return Ok(Begun::Replay(resp));
         }
         precheck()?;
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::begin(pool).await?;
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",

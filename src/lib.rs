@@ -105,6 +105,24 @@ pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// Opens a transaction that a cancelled caller cannot leave half-open. sqlx's
+/// `begin`, dropped after `BEGIN` reached Postgres but before its answer was read (a
+/// client gone, a request timed out), leaves its connection inside a transaction sqlx
+/// does not know of. Back in the pool, the next user's statements would run inside
+/// it: a grant batch meant as one implicit transaction answers 201s, then vanishes
+/// when that transaction is rolled back (seen in the two-instance drill under load).
+/// Run as a task of its own, `begin` always completes, and a caller that has gone
+/// drops a transaction sqlx knows of, which it rolls back before the connection is
+/// lent again.
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
+}
+
 /// Creates the database if it does not exist yet and applies pending migrations,
 /// waiting up to 30 s for Postgres to accept connections. Migrations run on a
 /// connection of their own, outside the request bounds: one over millions of rows

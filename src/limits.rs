@@ -1,6 +1,8 @@
 //! Rate limits on the grab and redemption routes, per user and per client IP. A
-//! limited request is refused with 429 and `Retry-After` before its idempotency key
-//! is looked at, so it is never recorded and the same key may be sent again.
+//! request is counted only as fresh work, after its key was found neither committed
+//! nor in flight: a replay never spends the caller's allowance. A limited request is
+//! refused with 429 and `Retry-After` before any effect, so it is never recorded and
+//! the same key may be sent again.
 
 use std::{
     net::{IpAddr, SocketAddr},

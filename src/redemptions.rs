@@ -200,10 +200,13 @@ async fn redeem(
     Path(code): Path<String>,
     req: Idempotent<RedeemRequest>,
 ) -> ApiResult<Response> {
-    state.limits.check(&user, ip)?;
     let code = VoucherCode::parse(&code)?;
+    // Rate-limited only as fresh work: a replay is never counted.
     let mut claim = match req
-        .begin(&state, &Scope::user(&user), || validate(&req.body))
+        .begin(&state, &Scope::user(&user), || {
+            validate(&req.body)?;
+            state.limits.check(&user, ip)
+        })
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -295,9 +298,13 @@ async fn rollback(
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
-    state.limits.check(&user, ip)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
-    let mut claim = match req.begin(&state, &Scope::user(&user), || Ok(())).await? {
+    let mut claim = match req
+        .begin(&state, &Scope::user(&user), || {
+            state.limits.check(&user, ip)
+        })
+        .await?
+    {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };

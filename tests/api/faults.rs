@@ -161,3 +161,113 @@ async fn an_instance_starting_during_another_migration_waits_then_serves() {
     let (status, _) = app.get_json("/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A TCP proxy in front of Postgres that holds back the server's answer to `BEGIN`
+/// (its `CommandComplete`) until told, so a test can abandon a `begin` at exactly
+/// the point where Postgres has begun the transaction and the client has not heard.
+struct HoldsBegin {
+    addr: String,
+    holding: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+async fn hold_begin_replies() -> HoldsBegin {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = database_url();
+    let host = upstream
+        .split_once('@')
+        .map_or(upstream.as_str(), |(_, h)| h)
+        .trim_start_matches("postgres://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let holding = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (h, r) = (holding.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(&host).await.unwrap();
+            let (mut from_client, mut to_client) = inbound.into_split();
+            let (mut from_server, mut to_server) = outbound.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+            });
+            let (h, r) = (h.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_server.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(6).any(|w| w == b"BEGIN\0") {
+                        h.notify_one();
+                        r.notified().await;
+                    }
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    HoldsBegin {
+        addr,
+        holding,
+        release,
+    }
+}
+
+/// A transaction whose opener gives up while Postgres' answer to `BEGIN` is on its
+/// way (a client gone, a request timed out) leaves nothing open on the connection
+/// it used: otherwise the next user of that connection (a grant batch meant as one
+/// implicit transaction) would run inside the stray transaction and vanish with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_abandoned_while_beginning_leaves_its_connection_clean() {
+    use sqlx::{Executor, Row};
+    let proxy = hold_begin_replies().await;
+    let via_proxy = format!(
+        "{}@{}/{}",
+        database_url().rsplit_once('@').unwrap().0,
+        proxy.addr,
+        database_url().rsplit_once('/').unwrap().1
+    );
+    let env = std::collections::HashMap::from([
+        ("DATABASE_URL", via_proxy),
+        ("JWT_SECRET", crate::helpers::JWT_SECRET.to_string()),
+        ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.to_string()),
+        ("DATABASE_MAX_CONNECTIONS", "2".to_string()),
+        ("GRAB_WRITER_CONNECTIONS", "1".to_string()),
+    ]);
+    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let pool = voucherd::pool(&settings).unwrap();
+    let abandoned = {
+        let pool = pool.clone();
+        tokio::spawn(async move { voucherd::begin(&pool).await.map(|_| ()) })
+    };
+    proxy.holding.notified().await;
+    abandoned.abort();
+    proxy.release.notify_one();
+    // The one connection comes back to the pool (in a task of its own).
+    for _ in 0..500 {
+        if pool.size() == 1 && pool.num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((pool.size(), pool.num_idle()), (1, 1));
+    let mut conn = pool.acquire().await.unwrap();
+    // By the simple protocol, where a lone statement's transaction starts with it:
+    // inside an open transaction block, `now()` is earlier.
+    let row = conn
+        .fetch_one("SELECT now() <> statement_timestamp()")
+        .await
+        .unwrap();
+    assert!(
+        !row.get::<bool, _>(0),
+        "the connection was lent inside a stray transaction"
+    );
+}

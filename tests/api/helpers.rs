@@ -258,18 +258,19 @@ impl TestApp {
     /// a final answer arrives. Under a loaded CI machine a crowd of 2,000 can
     /// legitimately outwait the pool; what must hold is the final answers.
     pub async fn grab_settled(&self, token: &str, campaign: &str, key: &str) -> Grab {
-        let mut last = String::new();
+        let mut retried = Vec::new();
         for _ in 0..RETRIES {
-            let g = self.grab(token, campaign, key).await;
+            let mut g = self.grab(token, campaign, key).await;
             let retryable =
                 matches!(g.status.as_u16(), 503 | 429) || g.code() == "idempotency_key_in_use";
             if !retryable {
+                g.retried = retried;
                 return g;
             }
-            last = format!("{} {}", g.status, g.code());
+            retried.push((g.status.as_u16(), g.code().to_string()));
             tokio::time::sleep(g.retry_after.min(Duration::from_millis(500))).await;
         }
-        panic!("no final answer to key {key} after {RETRIES} attempts; the last was {last}");
+        panic!("no final answer to key {key} after {RETRIES} attempts: {retried:?}");
     }
 
     /// Checks the campaign's invariants through the audit endpoint and the rows.
@@ -314,6 +315,8 @@ pub struct Grab {
     pub retry_after: Duration,
     pub bytes: Vec<u8>,
     pub body: Value,
+    /// The answers `grab_settled` retried before this one (status and code).
+    pub retried: Vec<(u16, String)>,
 }
 
 impl Grab {
@@ -334,6 +337,7 @@ impl Grab {
             retry_after,
             bytes,
             body,
+            retried: Vec::new(),
         }
     }
 

@@ -261,3 +261,68 @@ async fn a_key_recorded_before_canonical_fingerprints_still_replays() {
     assert!(replay.replayed);
     assert_eq!(replay.bytes, &stored[..]);
 }
+
+/// A redemption's key reused with another order, or a rollback's key reused on
+/// another redemption, is 422 `idempotency_key_reused` and changes nothing.
+#[tokio::test]
+async fn a_checkout_key_reused_with_another_request_is_422() {
+    let app = TestApp::spawn().await;
+    let campaign = app.campaign(10, 2).await;
+    let t = token(&unique("u"));
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let g = app.grab(&t, &campaign, &unique("k")).await;
+        codes.push(g.body["voucher"]["code"].as_str().unwrap().to_string());
+    }
+    let order = |id: &str| json!({"order_id": id, "order_amount": 300000, "currency": "VND"});
+    let redeem = |code: &str, key: &str, body: serde_json::Value| {
+        let (app, t, path) = (&app, &t, format!("/v1/vouchers/{code}/redemptions"));
+        let key = key.to_string();
+        async move { app.user_post(t, &path, &key, Some(&body)).await }
+    };
+    let key = unique("r");
+    let first = redeem(&codes[0], &key, order("o-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let other_order = redeem(&codes[0], &key, order("o-2")).await;
+    assert_eq!(
+        (other_order.status, other_order.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+    let other_voucher = redeem(&codes[1], &key, order("o-1")).await;
+    assert_eq!(other_voucher.code(), "idempotency_key_reused");
+    let second = redeem(&codes[1], &unique("r"), order("o-3")).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+
+    let rollback = |id: &str, key: &str| {
+        let (app, t, path) = (&app, &t, format!("/v1/redemptions/{id}/rollback"));
+        let key = key.to_string();
+        async move { app.user_post(t, &path, &key, None).await }
+    };
+    let ids: Vec<String> = [&first, &second]
+        .iter()
+        .map(|r| r.body["redemption"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let key = unique("b");
+    assert_eq!(rollback(&ids[0], &key).await.status, StatusCode::OK);
+    let reused = rollback(&ids[1], &key).await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+    let (_, voucher) = app
+        .get_json(&format!("/v1/me/vouchers/{}", codes[1]), Some(&t))
+        .await;
+    assert_eq!(
+        voucher["status"], "redeemed",
+        "the reused key rolled nothing back"
+    );
+    let redeemed: Vec<String> = sqlx::query_scalar(
+        "SELECT r.order_id FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
+         WHERE v.code = ANY($1) AND r.status = 'active'",
+    )
+    .bind(&codes)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(redeemed, vec!["o-3".to_string()]);
+}
