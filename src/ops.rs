@@ -202,7 +202,7 @@ pub struct Health {
     pub status: &'static str,
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "the process is alive", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -217,7 +217,7 @@ pub struct Readiness {
     pub redis: &'static str,
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     // Known down: say so at once rather than after the pool's connect retries.

@@ -1,5 +1,7 @@
 //! Operations endpoints and cross-cutting HTTP behaviour.
 
+use std::collections::BTreeMap;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -58,6 +60,60 @@ async fn openapi_describes_every_route_and_docs_render() {
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("openapi"));
+}
+
+/// A client generator names a method after each operationId: every operation has
+/// one, no two share one, and the names clients were built with do not change.
+#[tokio::test]
+async fn every_operation_has_its_own_stable_operation_id() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get_json("/openapi.json", None).await.1;
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
+            let Some(op) = item.get(method) else { continue };
+            operations += 1;
+            let at = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at} has no operationId"));
+            assert!(
+                id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{at}: operationId {id:?} is not a camelCase identifier"
+            );
+            if let Some(other) = seen.insert(id.to_string(), at.clone()) {
+                panic!("{at} and {other} share the operationId {id:?}");
+            }
+        }
+    }
+    assert!(operations >= 16, "only {operations} operations documented");
+    for (id, at) in [
+        ("createCampaign", "POST /v1/admin/campaigns"),
+        ("listCampaigns", "GET /v1/admin/campaigns"),
+        ("getCampaign", "GET /v1/admin/campaigns/{id}"),
+        ("updateCampaign", "PATCH /v1/admin/campaigns/{id}"),
+        ("getCampaignAudit", "GET /v1/admin/campaigns/{id}/audit"),
+        ("listEvents", "GET /v1/admin/events"),
+        ("listDeadLetters", "GET /v1/admin/webhooks/dead-letters"),
+        (
+            "replayDeadLetter",
+            "POST /v1/admin/webhooks/dead-letters/{id}/replay",
+        ),
+        ("getPublicCampaign", "GET /v1/campaigns/{id}"),
+        ("grabVoucher", "POST /v1/campaigns/{id}/claims"),
+        ("listMyVouchers", "GET /v1/me/vouchers"),
+        ("getMyVoucher", "GET /v1/me/vouchers/{code}"),
+        ("redeemVoucher", "POST /v1/vouchers/{code}/redemptions"),
+        ("rollbackRedemption", "POST /v1/redemptions/{id}/rollback"),
+        ("healthz", "GET /healthz"),
+        ("readyz", "GET /readyz"),
+    ] {
+        assert_eq!(seen.get(id).map(String::as_str), Some(at), "{id}");
+    }
 }
 
 #[tokio::test]
