@@ -1,7 +1,12 @@
 //! Test harness: starts a real voucherd on an ephemeral port against real Postgres
 //! and (optionally) real Redis, and offers typed helpers for the calls tests make.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -307,6 +312,26 @@ pub async fn isolated_database(name: &str) -> String {
     let pool = voucherd::pool(&settings).unwrap();
     voucherd::migrate(&settings, &pool).await.unwrap();
     url
+}
+
+/// `Problem.code`'s enum in an OpenAPI document, following its `$ref`.
+pub fn documented_codes(spec: &Value) -> BTreeSet<String> {
+    let schemas = &spec["components"]["schemas"];
+    let mut code = &schemas["Problem"]["properties"]["code"];
+    if let Some(name) = code["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        code = &schemas[name];
+    }
+    let codes: BTreeSet<String> = code["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Problem.code is not an enum: {code}"))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(!codes.is_empty(), "Problem.code lists no codes");
+    codes
 }
 
 pub struct Grab {

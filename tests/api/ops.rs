@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, token, unique};
+use crate::helpers::{TestApp, documented_codes, token, unique};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -114,6 +114,58 @@ async fn every_operation_has_its_own_stable_operation_id() {
     ] {
         assert_eq!(seen.get(id).map(String::as_str), Some(at), "{id}");
     }
+}
+
+/// `Problem.code` is an enum a client can match on, it names every code the
+/// contract does, and it is the list the other tests check every problem against.
+#[tokio::test]
+async fn problem_code_is_an_enum_of_every_code_the_service_answers() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get_json("/openapi.json", None).await.1;
+    let served = documented_codes(&spec);
+    use utoipa::OpenApi;
+    let built = documented_codes(&serde_json::to_value(voucherd::ops::ApiDoc::openapi()).unwrap());
+    assert_eq!(served, built);
+    for code in [
+        "malformed_request",
+        "validation_failed",
+        "payload_too_large",
+        "unsupported_media_type",
+        "headers_too_large",
+        "unauthorized",
+        "forbidden",
+        "idempotency_key_missing",
+        "idempotency_key_invalid",
+        "idempotency_key_reused",
+        "idempotency_key_in_use",
+        "campaign_not_found",
+        "sold_out",
+        "limit_reached",
+        "campaign_not_active",
+        "voucher_not_found",
+        "voucher_already_redeemed",
+        "voucher_expired",
+        "order_below_minimum",
+        "currency_mismatch",
+        "overloaded",
+        "rate_limited",
+        "service_unavailable",
+        "timeout",
+        "request_timeout",
+        "not_found",
+        "method_not_allowed",
+        "internal_error",
+        "error",
+    ] {
+        assert!(served.contains(code), "{code} missing from {served:?}");
+    }
+    // Unknown routes and methods are answered by the framework-level handlers.
+    let nowhere = app.client.get(app.url("/v1/nowhere")).send().await.unwrap();
+    let nowhere: Value = nowhere.json().await.unwrap();
+    assert_eq!(nowhere["code"], "not_found");
+    let wrong = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    let wrong: Value = wrong.json().await.unwrap();
+    assert_eq!(wrong["code"], "method_not_allowed");
 }
 
 #[tokio::test]
