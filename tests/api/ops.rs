@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, documented_codes, token, unique};
+use crate::helpers::{TestApp, assert_documented_problem, documented_codes, token, unique};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -166,6 +166,17 @@ async fn problem_code_is_an_enum_of_every_code_the_service_answers() {
     let wrong = app.client.delete(app.url("/healthz")).send().await.unwrap();
     let wrong: Value = wrong.json().await.unwrap();
     assert_eq!(wrong["code"], "method_not_allowed");
+}
+
+/// The check every test's problems go through does fail on a code the document
+/// does not list.
+#[test]
+#[should_panic(expected = "does not list")]
+fn an_undocumented_problem_code_fails_the_test() {
+    assert_documented_problem(
+        StatusCode::CONFLICT,
+        br#"{"status": 409, "code": "not_a_documented_code"}"#,
+    );
 }
 
 #[tokio::test]
