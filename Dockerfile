@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
+# The docs page and its vendored script, embedded in the binary.
+COPY assets assets
 COPY migrations migrations
 COPY loadtest/loadgen loadtest/loadgen
 RUN cargo build --release --locked -p voucherd

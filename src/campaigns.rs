@@ -473,7 +473,7 @@ fn json_bytes<T: Serialize>(v: &T) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(v).map_err(ApiError::internal)
 }
 
-#[utoipa::path(post, path = "/v1/admin/campaigns", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/campaigns", operation_id = "createCampaign", tag = "admin",
     request_body = CreateCampaign,
     params(("Idempotency-Key" = String, Header, description = "8–255 printable ASCII characters")),
     responses((status = 201, body = Campaign), (status = 400, body = crate::error::Problem),
@@ -510,7 +510,7 @@ async fn create(
     Ok(json_bytes_response(StatusCode::CREATED, body))
 }
 
-#[utoipa::path(patch, path = "/v1/admin/campaigns/{id}", tag = "admin",
+#[utoipa::path(patch, path = "/v1/admin/campaigns/{id}", operation_id = "updateCampaign", tag = "admin",
     request_body = UpdateCampaign,
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 200, body = Campaign), (status = 404, body = crate::error::Problem),
@@ -548,7 +548,7 @@ async fn update(
     Ok(json_bytes_response(StatusCode::OK, body))
 }
 
-#[utoipa::path(get, path = "/v1/admin/campaigns/{id}", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/campaigns/{id}", operation_id = "getCampaign", tag = "admin",
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Campaign), (status = 404, body = crate::error::Problem)),
     security(("admin" = [])))]
@@ -565,7 +565,7 @@ async fn admin_get(
     Ok(Json(Campaign::new(&row, redeemed)))
 }
 
-#[utoipa::path(get, path = "/v1/admin/campaigns", tag = "admin", params(ListParams),
+#[utoipa::path(get, path = "/v1/admin/campaigns", operation_id = "listCampaigns", tag = "admin", params(ListParams),
     responses((status = 200, body = CampaignList)), security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
@@ -600,7 +600,7 @@ async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/admin/campaigns/{id}/audit", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/campaigns/{id}/audit", operation_id = "getCampaignAudit", tag = "admin",
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Audit), (status = 404, body = crate::error::Problem)),
     security(("admin" = [])))]
@@ -716,7 +716,7 @@ async fn audit(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "public",
+#[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getPublicCampaign", tag = "public",
     params(("id" = Uuid, Path)),
     responses((status = 200, body = PublicCampaign), (status = 404, body = crate::error::Problem)))]
 async fn public_get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

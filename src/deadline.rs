@@ -13,12 +13,12 @@ use std::{
 
 use axum::{
     extract::{FromRequestParts, Request, State},
-    http::{StatusCode, header, request::Parts},
+    http::request::Parts,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use crate::error::{ApiError, problem_response, retry_after};
+use crate::error::ApiError;
 
 /// When the request arrived, and how it stands: open, committing (its effect was
 /// sent to Postgres), or answered by the timeout. The last two exclude each other:
@@ -95,18 +95,6 @@ pub async fn enforce(State(timeout): State<Duration>, mut req: Request, next: Ne
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) if !clock.time_out() => ApiError::IdempotencyKeyInUse.into_response(),
-        Err(_) => {
-            let mut response = problem_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the request took too long and changed nothing; retry with the same Idempotency-Key"
-                    .into(),
-                None,
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after());
-            response
-        }
+        Err(_) => ApiError::Timeout.into_response(),
     }
 }

@@ -35,11 +35,110 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Stable machine-readable error code.
+    #[schema(value_type = ProblemCode)]
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
 }
+
+/// A problem written outside `ApiError`, for an error that the framework or one of
+/// its layers produced without a body (an unknown route, a wrong method, a refused
+/// body).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameworkProblem {
+    /// The status it dresses; `None` for the entry that dresses any other.
+    pub status: Option<StatusCode>,
+    pub code: &'static str,
+    pub detail: &'static str,
+}
+
+/// The codes answered without an `ApiError`. `dress_errors` (lib.rs) names a
+/// bodiless error by its status from this list and `not_found` takes its 404 entry;
+/// the OpenAPI `ProblemCode` enum lists every code here. One list, read by both, so
+/// the service cannot answer a code its document does not name. 415 and 431 are
+/// listed before any route or the server answers them, so the enum is complete
+/// whichever lands first.
+pub const FRAMEWORK_PROBLEMS: &[FrameworkProblem] = &[
+    FrameworkProblem {
+        status: Some(StatusCode::BAD_REQUEST),
+        code: "malformed_request",
+        detail: "the request could not be parsed",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::NOT_FOUND),
+        code: "not_found",
+        detail: "no such resource",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::METHOD_NOT_ALLOWED),
+        code: "method_not_allowed",
+        detail: "this route does not accept this method",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+        code: "payload_too_large",
+        detail: "the request body is larger than 64 KiB",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        code: "unsupported_media_type",
+        detail: "a request body must be application/json",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        code: "headers_too_large",
+        detail: "the request headers are too large",
+    },
+    FrameworkProblem {
+        status: Some(StatusCode::SERVICE_UNAVAILABLE),
+        code: "service_unavailable",
+        detail: "the service cannot answer now and changed nothing; retry shortly",
+    },
+    FrameworkProblem {
+        status: None,
+        code: "error",
+        detail: "the request failed",
+    },
+];
+
+/// The entry of `FRAMEWORK_PROBLEMS` that dresses a bodiless `status`.
+pub fn framework_problem(status: StatusCode) -> &'static FrameworkProblem {
+    let entry = |wanted: Option<StatusCode>| FRAMEWORK_PROBLEMS.iter().find(|p| p.status == wanted);
+    entry(Some(status))
+        .or_else(|| entry(None))
+        .expect("FRAMEWORK_PROBLEMS has an entry for any other status")
+}
+
+/// Every code the service answers, sorted: `ApiError`'s and the framework's.
+pub fn all_codes() -> Vec<&'static str> {
+    let mut codes: Vec<&'static str> = ApiError::CODES
+        .iter()
+        .copied()
+        .chain(FRAMEWORK_PROBLEMS.iter().map(|p| p.code))
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+/// `Problem.code` in the OpenAPI document: an enum of `all_codes`, under a name of
+/// its own, so a generated client gets one type to match on.
+pub struct ProblemCode;
+
+impl utoipa::PartialSchema for ProblemCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable machine-readable error code. A client should treat a code it does not know as the status alone.",
+            ))
+            .enum_values(Some(all_codes()))
+            .into()
+    }
+}
+
+impl ToSchema for ProblemCode {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -97,9 +196,62 @@ pub enum ApiError {
     /// not be written before its deadline. Refused before any Postgres work.
     #[error("too many grabs are waiting on this campaign; nothing was recorded, retry shortly")]
     Overloaded,
+    /// The request outlived `REQUEST_TIMEOUT` before it began to commit: its
+    /// transaction was rolled back, so the same key may be sent again.
+    #[error("the request took too long and changed nothing; retry with the same Idempotency-Key")]
+    Timeout,
     /// Anything else; logged with its cause, shown to the client as an opaque 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Defines `ApiError::code` and `ApiError::CODES` from one table. The `match` has no
+/// wildcard arm, so a new variant does not compile until its code is given here, and
+/// the code it is given is in `CODES`, and so in the OpenAPI document, at once.
+macro_rules! error_codes {
+    ($($variant:pat => $code:literal,)+) => {
+        impl ApiError {
+            /// The stable machine-readable code a client matches on.
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $($variant => $code,)+
+                }
+            }
+
+            /// Every code `code` can return (some more than once).
+            pub const CODES: &'static [&'static str] = &[$($code),+];
+        }
+    };
+}
+
+error_codes! {
+    ApiError::Unauthorized(_) => "unauthorized",
+    ApiError::Forbidden => "forbidden",
+    ApiError::IdempotencyKeyMissing => "idempotency_key_missing",
+    ApiError::IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
+    ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+    ApiError::IdempotencyKeyInUse => "idempotency_key_in_use",
+    ApiError::Malformed(_) => "malformed_request",
+    ApiError::Validation(_) => "validation_failed",
+    ApiError::PayloadTooLarge => "payload_too_large",
+    ApiError::BodyTimeout => "request_timeout",
+    ApiError::CampaignNotFound => "campaign_not_found",
+    ApiError::VoucherNotFound => "voucher_not_found",
+    ApiError::SoldOut => "sold_out",
+    ApiError::LimitReached => "limit_reached",
+    ApiError::CampaignNotActive(_) => "campaign_not_active",
+    ApiError::VoucherAlreadyRedeemed => "voucher_already_redeemed",
+    ApiError::VoucherExpired => "voucher_expired",
+    ApiError::OrderBelowMinimum(_) => "order_below_minimum",
+    ApiError::CurrencyMismatch(_) => "currency_mismatch",
+    ApiError::RedemptionNotFound => "redemption_not_found",
+    ApiError::RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
+    ApiError::DeadLetterNotFound => "dead_letter_not_found",
+    ApiError::Unavailable(_) => "service_unavailable",
+    ApiError::Overloaded => "overloaded",
+    ApiError::Timeout => "timeout",
+    ApiError::RateLimited(_) => "rate_limited",
+    ApiError::Internal(_) => "internal_error",
 }
 
 impl ApiError {
@@ -126,41 +278,9 @@ impl ApiError {
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Unavailable(_) | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable(_) | Overloaded | Timeout => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        use ApiError::*;
-        match self {
-            Unauthorized(_) => "unauthorized",
-            Forbidden => "forbidden",
-            IdempotencyKeyMissing => "idempotency_key_missing",
-            IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
-            IdempotencyKeyReused => "idempotency_key_reused",
-            IdempotencyKeyInUse => "idempotency_key_in_use",
-            Malformed(_) => "malformed_request",
-            Validation(_) => "validation_failed",
-            PayloadTooLarge => "payload_too_large",
-            BodyTimeout => "request_timeout",
-            CampaignNotFound => "campaign_not_found",
-            VoucherNotFound => "voucher_not_found",
-            SoldOut => "sold_out",
-            LimitReached => "limit_reached",
-            CampaignNotActive(_) => "campaign_not_active",
-            VoucherAlreadyRedeemed => "voucher_already_redeemed",
-            VoucherExpired => "voucher_expired",
-            OrderBelowMinimum(_) => "order_below_minimum",
-            CurrencyMismatch(_) => "currency_mismatch",
-            RedemptionNotFound => "redemption_not_found",
-            RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
-            DeadLetterNotFound => "dead_letter_not_found",
-            Unavailable(_) => "service_unavailable",
-            Overloaded => "overloaded",
-            RateLimited(_) => "rate_limited",
-            Internal(_) => "internal_error",
         }
     }
 
@@ -192,7 +312,10 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::IdempotencyKeyInUse | ApiError::Unavailable(_) | ApiError::Overloaded
+            ApiError::IdempotencyKeyInUse
+                | ApiError::Unavailable(_)
+                | ApiError::Overloaded
+                | ApiError::Timeout
         )
     }
 }
@@ -304,3 +427,42 @@ impl From<sqlx::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each status is dressed one way, and every other one by the catch-all.
+    #[test]
+    fn bodiless_errors_are_named_by_status() {
+        let mut statuses: Vec<_> = FRAMEWORK_PROBLEMS.iter().map(|p| p.status).collect();
+        let listed = statuses.len();
+        statuses.sort_unstable_by_key(|s| s.map(|s| s.as_u16()));
+        statuses.dedup();
+        assert_eq!(statuses.len(), listed, "a status is listed twice");
+        assert_eq!(
+            framework_problem(StatusCode::METHOD_NOT_ALLOWED).code,
+            "method_not_allowed"
+        );
+        assert_eq!(
+            framework_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE).code,
+            "unsupported_media_type"
+        );
+        assert_eq!(framework_problem(StatusCode::IM_A_TEAPOT).code, "error");
+    }
+
+    /// The document's enum holds the codes of both sources, each once.
+    #[test]
+    fn all_codes_lists_errors_and_framework_codes_once() {
+        let codes = all_codes();
+        for code in ApiError::CODES
+            .iter()
+            .chain(FRAMEWORK_PROBLEMS.iter().map(|p| &p.code))
+        {
+            assert!(codes.contains(code), "{code}");
+        }
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+        assert_eq!(ApiError::Timeout.code(), "timeout");
+        assert_eq!(ApiError::Timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -131,7 +131,7 @@ fn page_params(p: &EventParams) -> ApiResult<(i64, i64)> {
     Ok((after, limit))
 }
 
-#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", params(EventParams),
+#[utoipa::path(get, path = "/v1/admin/events", operation_id = "listEvents", tag = "admin", params(EventParams),
     responses((status = 200, body = EventPage)), security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
@@ -157,7 +157,7 @@ pub struct DeadLetterPage {
     pub next_after: i64,
 }
 
-#[utoipa::path(get, path = "/v1/admin/webhooks/dead-letters", tag = "admin", params(EventParams),
+#[utoipa::path(get, path = "/v1/admin/webhooks/dead-letters", operation_id = "listDeadLetters", tag = "admin", params(EventParams),
     responses((status = 200, body = DeadLetterPage)), security(("admin" = [])))]
 async fn dead_letters(
     State(state): State<AppState>,
@@ -177,7 +177,7 @@ async fn dead_letters(
     Ok(Json(DeadLetterPage { items, next_after }))
 }
 
-#[utoipa::path(post, path = "/v1/admin/webhooks/dead-letters/{id}/replay", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/webhooks/dead-letters/{id}/replay", operation_id = "replayDeadLetter", tag = "admin",
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 202, description = "queued for delivery again", body = Event),
               (status = 404, description = "no dead letter with this id", body = crate::error::Problem)),

@@ -331,7 +331,7 @@ fn issued_event(body: &str, user_id: &str) -> String {
     event
 }
 
-#[utoipa::path(post, path = "/v1/campaigns/{id}/claims", tag = "users",
+#[utoipa::path(post, path = "/v1/campaigns/{id}/claims", operation_id = "grabVoucher", tag = "users",
     request_body(content = Option<EmptyBody>, description = "no body, or `{}`"),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "8–255 printable ASCII characters")),
     responses(

@@ -287,16 +287,13 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 async fn not_found() -> Response {
-    problem_response(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route".into(),
-        None,
-    )
+    let code = error::framework_problem(StatusCode::NOT_FOUND).code;
+    problem_response(StatusCode::NOT_FOUND, code, "no such route".into(), None)
 }
 
-/// Errors produced outside the handlers (wrong method, timeout) come without a
-/// body; give them the same problem+json shape as every other error.
+/// Errors produced outside the handlers (wrong method, a layer's refusal) come
+/// without a body; give them the same problem+json shape as every other error, with
+/// the code `error::FRAMEWORK_PROBLEMS` names for their status.
 async fn dress_errors(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
@@ -306,24 +303,8 @@ async fn dress_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
-    let (code, detail) = match status {
-        StatusCode::BAD_REQUEST => ("malformed_request", "the request could not be parsed"),
-        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "this route does not accept this method",
-        ),
-        StatusCode::SERVICE_UNAVAILABLE => (
-            "service_unavailable",
-            "the service cannot answer now and changed nothing; retry shortly",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is larger than 64 KiB",
-        ),
-        _ => ("error", "the request failed"),
-    };
-    let mut dressed = problem_response(status, code, detail.into(), None);
+    let dressing = error::framework_problem(status);
+    let mut dressed = problem_response(status, dressing.code, dressing.detail.into(), None);
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(v) = response.headers().get(&name) {
             dressed.headers_mut().insert(name, v.clone());

@@ -1,5 +1,6 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI
-//! document and its browsable page, plus the HTTP metrics middleware.
+//! document and its browsable page (served whole from the binary: it loads nothing
+//! from another host), plus the HTTP metrics middleware.
 
 use std::{sync::OnceLock, time::Instant};
 
@@ -17,7 +18,6 @@ use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
-use utoipa_scalar::{Scalar, Servable};
 
 use crate::AppState;
 
@@ -148,7 +148,66 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .route("/docs", get(docs_page))
+        .route(SCALAR_JS_PATH, get(scalar_js))
+        .route(DOCS_JS_PATH, get(docs_js))
+}
+
+/// The page's script URL names the vendored Scalar's version (see
+/// assets/scalar/README.md), so a browser that cached one version for a year still
+/// fetches the next one after an upgrade. assets/docs/index.html names it too.
+pub const SCALAR_JS_PATH: &str = "/docs/assets/scalar-1.76.4/standalone.js";
+const SCALAR_JS: &[u8] = include_bytes!("../assets/scalar/standalone.js");
+pub const DOCS_JS_PATH: &str = "/docs/assets/docs.js";
+const DOCS_JS: &str = include_str!("../assets/docs/docs.js");
+const DOCS_HTML: &str = include_str!("../assets/docs/index.html");
+
+/// The docs page's policy: everything from this origin only, so the page renders
+/// offline and behind a proxy that reaches nothing else, and nothing it runs can
+/// call out. Inline script stays refused (the page has none). Inline style is
+/// allowed: Scalar sets style attributes and adds `<style>` elements (its theme,
+/// the code editor's) that a nonce would not cover, and a style cannot fetch from
+/// another host under this policy. The one report a browser logs is Zod probing
+/// for `Function` (eval), which it answers by not compiling its validators.
+const DOCS_POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; \
+    object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn docs_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, DOCS_POLICY),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DOCS_HTML,
+    )
+        .into_response()
+}
+
+/// Immutable under its versioned URL, so cached for a year.
+async fn scalar_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCALAR_JS,
+    )
+        .into_response()
+}
+
+/// Ours and unversioned, so revalidated on every load; it is a few hundred bytes.
+async fn docs_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        DOCS_JS,
+    )
+        .into_response()
 }
 
 /// Installs the process-wide Prometheus recorder once; later calls (tests build many
@@ -202,7 +261,7 @@ pub struct Health {
     pub status: &'static str,
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "the process is alive", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -217,7 +276,7 @@ pub struct Readiness {
     pub redis: &'static str,
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     // Known down: say so at once rather than after the pool's connect retries.

@@ -184,7 +184,7 @@ async fn finish(
     Ok(json_bytes_response(status, body))
 }
 
-#[utoipa::path(post, path = "/v1/vouchers/{code}/redemptions", tag = "users",
+#[utoipa::path(post, path = "/v1/vouchers/{code}/redemptions", operation_id = "redeemVoucher", tag = "users",
     request_body = RedeemRequest,
     params(("code" = String, Path), ("Idempotency-Key" = String, Header)),
     responses(
@@ -283,7 +283,7 @@ async fn redeem(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/redemptions/{id}/rollback", tag = "users",
+#[utoipa::path(post, path = "/v1/redemptions/{id}/rollback", operation_id = "rollbackRedemption", tag = "users",
     request_body(content = Option<EmptyBody>, description = "no body, or `{}`"),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     responses(

@@ -127,7 +127,7 @@ pub struct WalletParams {
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/me/vouchers", tag = "users", params(WalletParams),
+#[utoipa::path(get, path = "/v1/me/vouchers", operation_id = "listMyVouchers", tag = "users", params(WalletParams),
     responses((status = 200, body = VoucherList), (status = 401, body = crate::error::Problem)),
     security(("user" = [])))]
 async fn list(
@@ -171,7 +171,7 @@ async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/me/vouchers/{code}", tag = "users",
+#[utoipa::path(get, path = "/v1/me/vouchers/{code}", operation_id = "getMyVoucher", tag = "users",
     params(("code" = String, Path)),
     responses((status = 200, body = Voucher), (status = 404, body = crate::error::Problem)),
     security(("user" = [])))]

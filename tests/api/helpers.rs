@@ -1,9 +1,17 @@
 //! Test harness: starts a real voucherd on an ephemeral port against real Postgres
 //! and (optionally) real Redis, and offers typed helpers for the calls tests make.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
-use reqwest::{Response, StatusCode};
+use reqwest::{
+    Response, StatusCode,
+    header::{CONTENT_TYPE, HeaderName, HeaderValue},
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
@@ -41,7 +49,7 @@ async fn prepare_database(settings: &voucherd::config::Settings) {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    pub client: Client,
     pub db: PgPool,
     /// The instance's background loops; dropped with the app.
     workers: std::sync::Mutex<Option<voucherd::Workers>>,
@@ -127,10 +135,12 @@ impl TestApp {
         // reqwest is built without a default TLS backend; the service installs ring
         // only with its background loops, and a quiet instance has none.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(512)
-            .build()
-            .unwrap();
+        let client = Client(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(512)
+                .build()
+                .unwrap(),
+        );
         Arc::new(TestApp {
             addr,
             client,
@@ -306,6 +316,175 @@ pub async fn isolated_database(name: &str) -> String {
     let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
     voucherd::migrate(&settings).await.unwrap();
     url
+}
+
+/// The codes the OpenAPI document lists for `Problem.code`, read once per test
+/// binary from the document `/openapi.json` serves.
+static DOCUMENTED_CODES: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    use utoipa::OpenApi;
+    let spec = serde_json::to_value(voucherd::ops::ApiDoc::openapi()).unwrap();
+    documented_codes(&spec)
+});
+
+/// `Problem.code`'s enum in an OpenAPI document, following its `$ref`.
+pub fn documented_codes(spec: &Value) -> BTreeSet<String> {
+    let schemas = &spec["components"]["schemas"];
+    let mut code = &schemas["Problem"]["properties"]["code"];
+    if let Some(name) = code["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        code = &schemas[name];
+    }
+    let codes: BTreeSet<String> = code["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Problem.code is not an enum: {code}"))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(!codes.is_empty(), "Problem.code lists no codes");
+    codes
+}
+
+/// Fails the test unless `body`, a problem+json body answered with `status`, is a
+/// problem whose `code` the OpenAPI document lists. Every problem a test receives
+/// comes through here: from `Client` (so every helper built on it), and from the
+/// tests that speak HTTP over a raw socket (`assert_raw_problem`).
+pub fn assert_documented_problem(status: StatusCode, body: &[u8]) {
+    let problem: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "a {status} problem+json body is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let code = problem["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a {status} problem has no string code: {problem}"));
+    assert!(
+        DOCUMENTED_CODES.contains(code),
+        "a {status} problem has code {code:?}, which the OpenAPI Problem.code enum does not list: {problem}"
+    );
+}
+
+/// `assert_documented_problem` for a whole HTTP/1.1 response read off a raw socket,
+/// when it is a problem+json one.
+pub fn assert_raw_problem(raw: &[u8]) {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    if !head.contains("content-type: application/problem+json") {
+        return;
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    let body = &raw[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        assert_documented_problem(status, &dechunk(body));
+    } else {
+        assert_documented_problem(status, body);
+    }
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+            .expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = line + 2;
+        out.extend_from_slice(&body[start..start + size]);
+        body = &body[start + size + 2..];
+    }
+    out
+}
+
+/// The tests' HTTP client: reqwest's, except that every problem+json response is
+/// read through `assert_documented_problem` before the test sees it.
+#[derive(Clone)]
+pub struct Client(reqwest::Client);
+
+impl Client {
+    pub fn get(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        RequestBuilder(self.0.get(url))
+    }
+
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        RequestBuilder(self.0.post(url))
+    }
+
+    pub fn patch(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        RequestBuilder(self.0.patch(url))
+    }
+
+    pub fn delete(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        RequestBuilder(self.0.delete(url))
+    }
+
+    pub fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        RequestBuilder(self.0.request(method, url))
+    }
+}
+
+/// reqwest's request builder, sending through `Client`.
+pub struct RequestBuilder(reqwest::RequestBuilder);
+
+impl RequestBuilder {
+    pub fn header<K, V>(self, key: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<axum::http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<axum::http::Error>,
+    {
+        RequestBuilder(self.0.header(key, value))
+    }
+
+    pub fn bearer_auth(self, token: impl std::fmt::Display) -> Self {
+        RequestBuilder(self.0.bearer_auth(token))
+    }
+
+    pub fn json<T: serde::Serialize + ?Sized>(self, json: &T) -> Self {
+        RequestBuilder(self.0.json(json))
+    }
+
+    pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
+        RequestBuilder(self.0.body(body))
+    }
+
+    /// Sends the request; a problem+json answer is checked, then handed back whole.
+    pub async fn send(self) -> reqwest::Result<Response> {
+        let resp = self.0.send().await?;
+        let is_problem = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        if !is_problem {
+            return Ok(resp);
+        }
+        use reqwest::ResponseBuilderExt;
+        let (status, version, url) = (resp.status(), resp.version(), resp.url().clone());
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        assert_documented_problem(status, &body);
+        let mut rebuilt = axum::http::Response::builder()
+            .status(status)
+            .version(version)
+            .url(url)
+            .body(body)
+            .unwrap();
+        *rebuilt.headers_mut() = headers;
+        Ok(Response::from(rebuilt))
+    }
 }
 
 pub struct Grab {

@@ -521,6 +521,7 @@ async fn hostile_requests_get_a_4xx_problem_never_a_500() {
         let head = String::from_utf8_lossy(&out);
         assert!(head.starts_with("HTTP/1.1 4"), "{head}");
         assert!(head.contains("application/problem+json"), "{head}");
+        crate::helpers::assert_raw_problem(&out);
     }
     let c = app.assert_invariants(&campaign).await;
     assert_eq!(c["issued"], 0);
