@@ -1,5 +1,5 @@
-//! Authentication: user JWTs (HS256 only) and the admin bearer token, as extractors
-//! so a handler cannot forget to check who is calling.
+//! Authentication: user JWTs (HS256 only), the admin bearer token and the order
+//! services' tokens, as extractors so a handler cannot forget to check who is calling.
 
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ struct Inner {
     decoding: DecodingKey,
     validation: Validation,
     admin_token: SecretString,
+    /// `SERVICE_TOKENS`: name and token of each order service.
+    services: Vec<(String, SecretString)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +35,7 @@ impl AuthKeys {
     pub fn new(
         jwt_secret: &SecretString,
         admin_token: SecretString,
+        services: Vec<(String, SecretString)>,
         leeway: std::time::Duration,
     ) -> Self {
         // Only HS256: a token naming any other algorithm (including `none`) is refused.
@@ -43,6 +46,7 @@ impl AuthKeys {
             decoding: DecodingKey::from_secret(jwt_secret.expose_secret().as_bytes()),
             validation,
             admin_token,
+            services,
         }))
     }
 
@@ -66,6 +70,18 @@ impl AuthKeys {
     fn is_admin(&self, token: &str) -> bool {
         let expected = self.0.admin_token.expose_secret().as_bytes();
         bool::from(token.as_bytes().ct_eq(expected))
+    }
+
+    /// The order service this token belongs to. Every token is compared, in
+    /// constant time, so the answer's timing says nothing about which one matched.
+    fn service(&self, token: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, expected) in &self.0.services {
+            if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+                found = Some(name.as_str());
+            }
+        }
+        found
     }
 }
 
@@ -118,7 +134,64 @@ impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.user(bearer(parts)?).map(User)
+        let token = bearer(parts)?;
+        if state.auth.service(token).is_some() {
+            // A service acts for users only at checkout (`Shopper`).
+            return Err(ApiError::Forbidden);
+        }
+        state.auth.user(token).map(User)
+    }
+}
+
+/// The header in which an order service names the user it acts for.
+pub const ON_BEHALF_OF: &str = "on-behalf-of";
+
+/// Who checks out: a user with their own JWT, or an order service acting for the user
+/// it names in `On-Behalf-Of` (hours later, after the user's token expired). The
+/// user is never taken from a body, path or query.
+#[derive(Debug, Clone)]
+pub struct Shopper {
+    pub user: UserId,
+    /// The order service, when one calls.
+    pub service: Option<String>,
+}
+
+impl Shopper {
+    /// Whose idempotency keys these are: the user's own, or the service's (whose
+    /// fingerprints carry the user it named).
+    pub fn scope(&self) -> crate::idempotency::Scope {
+        match &self.service {
+            Some(name) => crate::idempotency::Scope::service(name),
+            None => crate::idempotency::Scope::user(&self.user),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Shopper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        let Some(service) = state.auth.service(token) else {
+            return state.auth.user(token).map(|user| Shopper {
+                user,
+                service: None,
+            });
+        };
+        let user = parts
+            .headers
+            .get(ON_BEHALF_OF)
+            .and_then(|v| v.to_str().ok())
+            .and_then(UserId::parse)
+            .ok_or_else(|| {
+                ApiError::Malformed(
+                    "a service must name the user in On-Behalf-Of: 1 to 128 characters, no control characters".into(),
+                )
+            })?;
+        Ok(Shopper {
+            user,
+            service: Some(service.to_string()),
+        })
     }
 }
 
@@ -133,7 +206,7 @@ impl FromRequestParts<AppState> for Admin {
         let token = bearer(parts)?;
         if state.auth.is_admin(token) {
             Ok(Admin)
-        } else if state.auth.user(token).is_ok() {
+        } else if state.auth.user(token).is_ok() || state.auth.service(token).is_some() {
             Err(ApiError::Forbidden)
         } else {
             Err(ApiError::Unauthorized("the admin token is not valid"))

@@ -49,9 +49,22 @@ pub struct CampaignRow {
     pub paused: bool,
     pub discount: DbJson<Discount>,
     pub min_order_amount: i64,
-    pub valid_for_seconds: i32,
+    /// How long a voucher lives from its grant; `None` when only
+    /// `voucher_expires_at` bounds it.
+    pub valid_for_seconds: Option<i32>,
+    /// The instant every voucher of the campaign expires at the latest.
+    #[serde(default)]
+    pub voucher_expires_at: Option<DateTime<Utc>>,
+    /// Vouchers of this campaign one order may take (1 to 100).
+    #[serde(default = "one")]
+    pub max_per_order: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// `max_per_order` of a snapshot cached before the column existed.
+fn one() -> i32 {
+    1
 }
 
 #[derive(sqlx::FromRow)]
@@ -132,6 +145,22 @@ impl CampaignRow {
             discount: self.discount.0.clone(),
             min_order_amount: self.min_order_amount,
             valid_for_seconds: self.valid_for_seconds,
+            expires_at: self.voucher_expires_at,
+        }
+    }
+
+    /// When a voucher granted at `issued_at` expires: the earlier of its relative and
+    /// its absolute expiry (validation guarantees at least one).
+    pub fn voucher_expiry(&self, issued_at: DateTime<Utc>) -> DateTime<Utc> {
+        let relative = self
+            .valid_for_seconds
+            .map(|s| issued_at + chrono::Duration::seconds(s.into()));
+        match (relative, self.voucher_expires_at) {
+            (Some(r), Some(a)) => r.min(a),
+            (Some(r), None) => r,
+            (None, Some(a)) => a,
+            // Unreachable through the API (a table constraint too): the shortest term.
+            (None, None) => issued_at + chrono::Duration::seconds(60),
         }
     }
 }
@@ -145,9 +174,15 @@ pub struct VoucherTerms {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub min_order_amount: i64,
-    /// How long an issued voucher stays redeemable (60 to 31536000).
+    /// How long an issued voucher stays redeemable (60 to 31536000). At least one of
+    /// `valid_for_seconds` and `expires_at` is required; with both, the earlier wins.
+    #[serde(default)]
     #[schema(minimum = 60, maximum = 31_536_000)]
-    pub valid_for_seconds: i32,
+    pub valid_for_seconds: Option<i32>,
+    /// The instant every voucher expires at the latest; later than the campaign's
+    /// `ends_at`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A campaign as admins see it, with exact counters from Postgres.
@@ -161,6 +196,8 @@ pub struct Campaign {
     pub issued: i64,
     pub redeemed: i64,
     pub per_user_limit: i32,
+    /// Vouchers of this campaign one order may take.
+    pub max_per_order: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub paused: bool,
@@ -181,6 +218,7 @@ impl Campaign {
             issued: r.issued,
             redeemed,
             per_user_limit: r.per_user_limit,
+            max_per_order: r.max_per_order,
             starts_at: r.starts_at,
             ends_at: r.ends_at,
             paused: r.paused,
@@ -211,6 +249,8 @@ pub struct PublicCampaign {
     pub ends_at: DateTime<Utc>,
     pub remaining: i64,
     pub per_user_limit: i32,
+    /// Vouchers of this campaign one order may take.
+    pub max_per_order: i32,
     pub voucher: VoucherTerms,
 }
 
@@ -226,6 +266,9 @@ pub struct CreateCampaign {
     /// 1 to 100; defaults to 1.
     #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i32>,
+    /// Vouchers of this campaign one order may take: 1 to 100; defaults to 1.
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_per_order: Option<i32>,
     /// Defaults to now.
     pub starts_at: Option<DateTime<Utc>>,
     /// After `starts_at` and in the future.
@@ -317,11 +360,29 @@ fn validate_create(c: &CreateCampaign, now: DateTime<Utc>) -> Result<(), ApiErro
     if c.voucher.min_order_amount < 0 {
         errors.push(FieldError::new("voucher.min_order_amount", "must be >= 0"));
     }
-    if !(60..=31_536_000).contains(&c.voucher.valid_for_seconds) {
+    if let Some(l) = c.max_per_order
+        && !(1..=100).contains(&l)
+    {
+        errors.push(FieldError::new("max_per_order", "must be from 1 to 100"));
+    }
+    if let Some(s) = c.voucher.valid_for_seconds
+        && !(60..=31_536_000).contains(&s)
+    {
         errors.push(FieldError::new(
             "voucher.valid_for_seconds",
             "must be from 60 to 31536000",
         ));
+    }
+    match c.voucher.expires_at.map(at_stored_precision) {
+        None if c.voucher.valid_for_seconds.is_none() => errors.push(FieldError::new(
+            "voucher",
+            "give valid_for_seconds, expires_at or both",
+        )),
+        Some(expires) if expires <= ends_at => errors.push(FieldError::new(
+            "voucher.expires_at",
+            "must be after the campaign's ends_at",
+        )),
+        _ => {}
     }
     if errors.is_empty() {
         Ok(())
@@ -406,8 +467,9 @@ async fn insert(
 ) -> ApiResult<CampaignRow> {
     sqlx::query_as(
         "INSERT INTO campaigns (id, name, total_stock, remaining, per_user_limit, starts_at,
-                                ends_at, discount, min_order_amount, valid_for_seconds)
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)
+                                ends_at, discount, min_order_amount, valid_for_seconds,
+                                voucher_expires_at, max_per_order)
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          RETURNING *",
     )
     .bind(id.0)
@@ -419,6 +481,8 @@ async fn insert(
     .bind(DbJson(&c.voucher.discount))
     .bind(c.voucher.min_order_amount)
     .bind(c.voucher.valid_for_seconds)
+    .bind(c.voucher.expires_at.map(at_stored_precision))
+    .bind(c.max_per_order.unwrap_or(1))
     .fetch_one(&mut **tx)
     .await
     .map_err(constraint_to_validation)
@@ -437,6 +501,9 @@ fn constraint_to_validation(e: sqlx::Error) -> ApiError {
         }
         Some("campaigns_total_stock_check") => {
             ApiError::validation("add_stock", "total stock would exceed 1000000000")
+        }
+        Some("campaigns_voucher_expires_after_ends") => {
+            ApiError::validation("ends_at", "must be before the vouchers' expires_at")
         }
         Some(other) => ApiError::validation("", format!("violates {other}")),
         None => e.into(),
@@ -734,6 +801,7 @@ async fn public_get(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         ends_at: row.ends_at,
         remaining: row.remaining,
         per_user_limit: row.per_user_limit,
+        max_per_order: row.max_per_order,
         voucher: row.terms(),
     };
     Ok(Json(view).into_response())

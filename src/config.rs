@@ -15,6 +15,9 @@ pub struct Settings {
     /// How long past `exp` a user token is still accepted (0 to 60 s).
     pub jwt_leeway: Duration,
     pub admin_token: SecretString,
+    /// Order services (`SERVICE_TOKENS=name:token,…`): each may quote, redeem and
+    /// roll back on behalf of the user it names in `On-Behalf-Of`, and nothing else.
+    pub service_tokens: Vec<(String, SecretString)>,
     pub listen_addr: SocketAddr,
     /// Idempotency records are kept at least this long, then purged.
     pub idempotency_ttl: Duration,
@@ -116,6 +119,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     if admin_token.chars().count() < 16 {
         return Err(err("ADMIN_TOKEN", "must be at least 16 characters"));
     }
+    let service_tokens = service_tokens(opt("SERVICE_TOKENS").as_deref(), &admin_token)?;
     let listen_addr = match opt("LISTEN_ADDR") {
         None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         Some(v) => v.parse().map_err(|_| {
@@ -291,6 +295,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         jwt_secret: jwt_secret.into(),
         jwt_leeway,
         admin_token: admin_token.into(),
+        service_tokens,
         listen_addr,
         idempotency_ttl,
         webhook_url,
@@ -356,6 +361,55 @@ fn number(
                 )
             }),
     }
+}
+
+/// `SERVICE_TOKENS`: `name:token` pairs separated by commas. A name is 1 to 64 of
+/// `a-z`, `0-9`, `-` and `_` (it scopes the service's idempotency keys and names it in
+/// logs); a token is at least 16 characters, none repeated, none the admin token.
+fn service_tokens(
+    raw: Option<&str>,
+    admin_token: &str,
+) -> Result<Vec<(String, SecretString)>, SettingError> {
+    const NAME: &str = "SERVICE_TOKENS";
+    let mut services: Vec<(String, SecretString)> = Vec::new();
+    for entry in raw
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let Some((name, token)) = entry.split_once(':') else {
+            return Err(err(NAME, "each entry must be name:token"));
+        };
+        let valid_name = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err(err(
+                NAME,
+                format!("`{name}`: a name is 1 to 64 of a-z, 0-9, - and _"),
+            ));
+        }
+        if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(err(
+                NAME,
+                format!("{name}: the token must be at least 16 characters, no spaces"),
+            ));
+        }
+        if token == admin_token {
+            return Err(err(NAME, format!("{name}: the token is the admin token")));
+        }
+        if services
+            .iter()
+            .any(|(n, t)| n == name || t.expose_secret() == token)
+        {
+            return Err(err(NAME, format!("{name}: a name or token given twice")));
+        }
+        services.push((name.to_string(), token.to_string().into()));
+    }
+    Ok(services)
 }
 
 fn duration(

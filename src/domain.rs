@@ -110,6 +110,12 @@ impl From<Currency> for String {
     }
 }
 
+impl Currency {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a voucher takes off an order, in integer minor units of `currency`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

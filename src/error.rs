@@ -144,7 +144,7 @@ impl ToSchema for ProblemCode {}
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
-    #[error("this route needs the admin token")]
+    #[error("this credential may not use this route")]
     Forbidden,
     #[error("the Idempotency-Key header is required on every POST, PATCH and DELETE")]
     IdempotencyKeyMissing,
@@ -180,6 +180,18 @@ pub enum ApiError {
     OrderBelowMinimum(i64),
     #[error("the order's currency is not the voucher's ({0})")]
     CurrencyMismatch(String),
+    #[error(
+        "this order was first redeemed with an amount of {amount} {currency}; one order has one amount and currency"
+    )]
+    OrderMismatch { amount: i64, currency: String },
+    #[error(
+        "the order's vouchers would take off more than its amount of {amount} ({discounted} is already taken off)"
+    )]
+    OrderDiscountExceeded { amount: i64, discounted: i64 },
+    #[error(
+        "this order already carries {0} voucher(s) of this campaign, as many as the campaign allows per order"
+    )]
+    VoucherNotCombinable(i32),
     #[error("no redemption with this id belongs to you")]
     RedemptionNotFound,
     #[error("this redemption was already rolled back")]
@@ -244,6 +256,9 @@ error_codes! {
     ApiError::VoucherExpired => "voucher_expired",
     ApiError::OrderBelowMinimum(_) => "order_below_minimum",
     ApiError::CurrencyMismatch(_) => "currency_mismatch",
+    ApiError::OrderMismatch { .. } => "order_mismatch",
+    ApiError::OrderDiscountExceeded { .. } => "order_discount_exceeded",
+    ApiError::VoucherNotCombinable(_) => "voucher_not_combinable",
     ApiError::RedemptionNotFound => "redemption_not_found",
     ApiError::RedemptionAlreadyRolledBack => "redemption_already_rolled_back",
     ApiError::DeadLetterNotFound => "dead_letter_not_found",
@@ -263,15 +278,19 @@ impl ApiError {
             IdempotencyKeyMissing | IdempotencyKeyInvalid(_) | Malformed(_) => {
                 StatusCode::BAD_REQUEST
             }
-            IdempotencyKeyReused | Validation(_) | OrderBelowMinimum(_) | CurrencyMismatch(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            IdempotencyKeyReused
+            | Validation(_)
+            | OrderBelowMinimum(_)
+            | CurrencyMismatch(_)
+            | OrderMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             IdempotencyKeyInUse
             | SoldOut
             | LimitReached
             | CampaignNotActive(_)
             | VoucherAlreadyRedeemed
             | VoucherExpired
+            | OrderDiscountExceeded { .. }
+            | VoucherNotCombinable(_)
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -11,7 +11,7 @@ use axum::{
 };
 use std::sync::Arc;
 
-use chrono::{Duration as ChronoDuration, SubsecRound, Utc};
+use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -165,7 +165,7 @@ impl Grabber {
             discount: req.campaign.discount.clone(),
             min_order_amount: req.campaign.min_order_amount,
             issued_at,
-            expires_at: issued_at + ChronoDuration::seconds(req.campaign.valid_for_seconds.into()),
+            expires_at: req.campaign.voucher_expiry(issued_at),
             redeemed_at: None,
             order_id: None,
             redemption_id: None,

@@ -95,6 +95,11 @@ impl Scope {
         Scope("admin".to_string())
     }
 
+    /// An order service's keys, whichever user it acts for.
+    pub fn service(name: &str) -> Self {
+        Scope(format!("service:{name}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -137,15 +142,20 @@ pub fn canonical_json(v: &Value) -> String {
     out
 }
 
-/// SHA-256 over method, path (which carries the route and its parameters) and the
-/// canonical body.
-pub fn fingerprint(method: &str, path: &str, body: &Value) -> Vec<u8> {
+/// SHA-256 over method, path (which carries the route and its parameters), the
+/// canonical body and, where an order service names one, the user it acts for (a
+/// request without `On-Behalf-Of` hashes exactly as before that header existed).
+pub fn fingerprint(method: &str, path: &str, body: &Value, on_behalf_of: Option<&[u8]>) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update(b"\n");
     h.update(path.as_bytes());
     h.update(b"\n");
     h.update(canonical_json(body).as_bytes());
+    if let Some(user) = on_behalf_of {
+        h.update(b"\non-behalf-of:");
+        h.update(user);
+    }
     h.finalize().to_vec()
 }
 
@@ -220,6 +230,10 @@ where
             Some(v) => IdempotencyKey::parse(v.as_bytes())?,
         };
         let method = req.method().as_str().to_string();
+        let on_behalf_of = req
+            .headers()
+            .get(crate::auth::ON_BEHALF_OF)
+            .map(|v| v.as_bytes().to_vec());
         let path = canonical_path(&mut req).await;
         let clock = req
             .extensions()
@@ -235,7 +249,7 @@ where
             .map_err(|_| ApiError::BodyTimeout)?
             .map_err(json::body_rejection)?;
         let value = json::parse_value(&bytes)?;
-        let fingerprint = fingerprint(&method, &path, &value);
+        let fingerprint = fingerprint(&method, &path, &value, on_behalf_of.as_deref());
         let body = json::from_body(&bytes, &value)?;
         Ok(Idempotent {
             key,
@@ -828,8 +842,8 @@ mod tests {
         let again: Value = serde_json::from_str(&canonical).unwrap();
         assert_eq!(canonical, canonical_json(&again));
         assert_eq!(
-            fingerprint("POST", "/x", &v),
-            fingerprint("POST", "/x", &again)
+            fingerprint("POST", "/x", &v, None),
+            fingerprint("POST", "/x", &again, None)
         );
     }
 
@@ -866,10 +880,19 @@ mod tests {
     fn fingerprint_ignores_key_order_and_whitespace_only() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &b));
-        assert_ne!(fingerprint("POST", "/p", &a), fingerprint("POST", "/q", &a));
+        assert_eq!(
+            fingerprint("POST", "/p", &a, None),
+            fingerprint("POST", "/p", &b, None)
+        );
+        assert_ne!(
+            fingerprint("POST", "/p", &a, None),
+            fingerprint("POST", "/q", &a, None)
+        );
         let c = json!({"a": {"x": null, "y": [2, 1]}, "b": 1});
-        assert_ne!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &c));
+        assert_ne!(
+            fingerprint("POST", "/p", &a, None),
+            fingerprint("POST", "/p", &c, None)
+        );
         assert_eq!(canonical_json(&json!({"k\"": "v"})), r#"{"k\"":"v"}"#);
     }
 }
@@ -927,7 +950,7 @@ mod properties {
         #[test]
         fn equal_json_has_an_equal_fingerprint(v in json()) {
             let pretty: Value = serde_json::from_str(&serde_json::to_string_pretty(&v).unwrap()).unwrap();
-            prop_assert_eq!(fingerprint("POST", "/p", &v), fingerprint("POST", "/p", &pretty));
+            prop_assert_eq!(fingerprint("POST", "/p", &v, None), fingerprint("POST", "/p", &pretty, None));
             prop_assert_eq!(serde_json::from_str::<Value>(&canonical_json(&v)).unwrap(), v);
         }
 
@@ -935,7 +958,7 @@ mod properties {
         fn any_change_changes_the_fingerprint(v in json(), pick in any::<usize>()) {
             let changed = mutate(&v, pick);
             prop_assume!(changed != v);
-            prop_assert_ne!(fingerprint("POST", "/p", &v), fingerprint("POST", "/p", &changed));
+            prop_assert_ne!(fingerprint("POST", "/p", &v, None), fingerprint("POST", "/p", &changed, None));
         }
 
         #[test]

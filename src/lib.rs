@@ -5,6 +5,7 @@ pub mod auth;
 pub mod batch;
 pub mod cache;
 pub mod campaigns;
+pub mod checkout;
 pub mod config;
 pub mod dbclock;
 pub mod dbwatch;
@@ -219,6 +220,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         auth: AuthKeys::new(
             &settings.jwt_secret,
             settings.admin_token.clone(),
+            settings.service_tokens.clone(),
             settings.jwt_leeway,
         ),
         db,

@@ -28,7 +28,7 @@ use crate::AppState;
         crate::campaigns::create, crate::campaigns::list, crate::campaigns::admin_get,
         crate::campaigns::update, crate::campaigns::audit, crate::campaigns::public_get,
         crate::grab::claim, crate::vouchers::list, crate::vouchers::get_one,
-        crate::redemptions::redeem, crate::redemptions::rollback,
+        crate::redemptions::redeem, crate::redemptions::quote, crate::redemptions::rollback,
         crate::events::list, crate::events::dead_letters, crate::events::replay_dead_letter,
         healthz, readyz,
     ),
@@ -54,6 +54,19 @@ impl Modify for Security {
         components.add_security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // An order service's token (`SERVICE_TOKENS`), with the user it acts for in
+        // `On-Behalf-Of`: quote, redeem and roll back only.
+        components.add_security_scheme(
+            "service",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an order service's token, with the user it acts for in the On-Behalf-Of header; quote, redeem and roll back only",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

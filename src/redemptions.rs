@@ -1,13 +1,15 @@
-//! Redemptions: the owner spends a voucher at checkout, and the checkout saga's
-//! compensation rolls it back when the order is cancelled. Each is one transaction
-//! guarded by a conditional update on the voucher's state, never read-then-write.
+//! Redemptions: the owner (or the order service acting for them) quotes and spends a
+//! voucher at checkout, and the checkout saga's compensation rolls it back when the
+//! order is cancelled. A redemption is one transaction: the order's row locked, the
+//! rules of `checkout` applied to what Postgres holds, and the voucher taken by a
+//! conditional update on its state, never read-then-write.
 
 use axum::{
-    Router,
+    Json, Router,
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::post,
+    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,12 +19,13 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    auth::User,
+    auth::Shopper,
+    checkout::Checkout,
     domain::{Currency, UserId, VoucherCode},
     error::{ApiError, ApiResult, FieldError},
     events::{self, EventType},
-    idempotency::{Begun, Claim, Idempotent, Scope, json_bytes_response},
-    json::EmptyBody,
+    idempotency::{Begun, Claim, Idempotent, json_bytes_response},
+    json::{EmptyBody, Query},
     limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
 };
@@ -30,6 +33,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/vouchers/{code}/redemptions", post(redeem))
+        .route("/v1/vouchers/{code}/quote", get(quote))
         .route("/v1/redemptions/{id}/rollback", post(rollback))
 }
 
@@ -124,15 +128,85 @@ fn validate(r: &RedeemRequest) -> ApiResult<()> {
     }
 }
 
-/// Why a voucher cannot be redeemed now, judged from its committed row.
-fn unavailable(v: &VoucherRow, now: DateTime<Utc>) -> Option<ApiError> {
-    if v.status == "redeemed" {
-        Some(ApiError::VoucherAlreadyRedeemed)
-    } else if v.expires_at <= now {
-        Some(ApiError::VoucherExpired)
-    } else {
-        None
+/// How a redemption reads the order: locking it (the order's redemptions queue on
+/// its row), or only looking (a quote).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OrderRead {
+    Lock,
+    Look,
+}
+
+/// The order as first recorded. Locking creates the row if this is the order's first
+/// redemption (a refusal rolls it back with everything else) and holds it until the
+/// commit, so concurrent redemptions of one order, of any vouchers, run one at a time
+/// and each sees the discounts the others committed.
+async fn recorded_order(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &UserId,
+    order: &RedeemRequest,
+    read: OrderRead,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    if read == OrderRead::Lock {
+        sqlx::query(
+            "INSERT INTO orders (owner, order_id, amount, currency) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (owner, order_id) DO NOTHING",
+        )
+        .bind(owner.as_str())
+        .bind(&order.order_id)
+        .bind(order.order_amount)
+        .bind(order.currency.as_str())
+        .execute(&mut **tx)
+        .await?;
     }
+    let sql = match read {
+        OrderRead::Lock => {
+            "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2 FOR UPDATE"
+        }
+        OrderRead::Look => "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2",
+    };
+    sqlx::query_as(sql)
+        .bind(owner.as_str())
+        .bind(&order.order_id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Everything the checkout rules look at for this voucher on this order, read in
+/// the transaction (after the order's row is locked, for a redemption).
+async fn checkout_facts(
+    tx: &mut Transaction<'_, Postgres>,
+    voucher: &VoucherRow,
+    db_now: DateTime<Utc>,
+    owner: &UserId,
+    order: &RedeemRequest,
+    read: OrderRead,
+) -> Result<Checkout, sqlx::Error> {
+    let recorded = recorded_order(tx, owner, order, read).await?;
+    let (discounted, same_campaign, max_per_order): (i64, i64, i32) = sqlx::query_as(
+        "SELECT COALESCE(sum(r.discount_amount), 0)::bigint,
+                count(*) FILTER (WHERE v.campaign_id = $3),
+                (SELECT max_per_order FROM campaigns WHERE id = $3)
+         FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
+         WHERE r.user_id = $1 AND r.order_id = $2 AND r.status = 'active'",
+    )
+    .bind(owner.as_str())
+    .bind(&order.order_id)
+    .bind(voucher.campaign_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Checkout {
+        voucher_redeemed: voucher.status == "redeemed",
+        voucher_expires_at: voucher.expires_at,
+        discount: voucher.discount.0.clone(),
+        min_order_amount: voucher.min_order_amount,
+        order_amount: order.order_amount,
+        order_currency: order.currency.as_str().to_string(),
+        recorded_order: recorded,
+        order_discounted: discounted,
+        order_same_campaign: same_campaign,
+        max_per_order,
+        now: db_now,
+    })
 }
 
 /// The caller's voucher, with the transaction's `now()`: the instant Postgres judges
@@ -166,68 +240,69 @@ async fn finish(
     status: StatusCode,
     kind: EventType,
     response: &RedemptionResponse,
-    user: &UserId,
+    shopper: &Shopper,
 ) -> ApiResult<Response> {
     let body = serde_json::to_vec(response).map_err(ApiError::internal)?;
     claim.complete(status, &body).await?;
-    events::record(
-        &mut claim.tx,
-        kind,
-        &serde_json::json!({
-            "redemption": response.redemption,
-            "voucher": response.voucher,
-            "user_id": user.as_str(),
-        }),
-    )
-    .await?;
+    let mut data = serde_json::json!({
+        "redemption": response.redemption,
+        "voucher": response.voucher,
+        "user_id": shopper.user.as_str(),
+    });
+    if let Some(service) = &shopper.service {
+        // Who acted for the user: the order service, named.
+        data["actor"] = serde_json::json!({ "service": service });
+    }
+    events::record(&mut claim.tx, kind, &data).await?;
     claim.commit().await?;
     Ok(json_bytes_response(status, body))
 }
 
 #[utoipa::path(post, path = "/v1/vouchers/{code}/redemptions", operation_id = "redeemVoucher", tag = "users",
     request_body = RedeemRequest,
-    params(("code" = String, Path), ("Idempotency-Key" = String, Header)),
+    params(("code" = String, Path), ("Idempotency-Key" = String, Header),
+           ("On-Behalf-Of" = Option<String>, Header, description = "with a service token: the user the order service acts for")),
     responses(
         (status = 201, body = RedemptionResponse),
+        (status = 403, description = "forbidden (a credential that may not redeem)", body = crate::error::Problem),
         (status = 404, description = "voucher_not_found (unknown, or not the caller's)", body = crate::error::Problem),
-        (status = 409, description = "voucher_already_redeemed, voucher_expired", body = crate::error::Problem),
-        (status = 422, description = "order_below_minimum, currency_mismatch, validation_failed", body = crate::error::Problem)),
-    security(("user" = [])))]
+        (status = 409, description = "voucher_already_redeemed, voucher_expired, order_discount_exceeded (the order's active discounts would pass its amount; never reduced to fit), voucher_not_combinable (the order already carries max_per_order vouchers of this campaign)", body = crate::error::Problem),
+        (status = 422, description = "order_below_minimum, currency_mismatch, order_mismatch (the order was first redeemed with another amount or currency), validation_failed", body = crate::error::Problem)),
+    security(("user" = []), ("service" = [])))]
 async fn redeem(
     State(state): State<AppState>,
-    User(user): User,
+    shopper: Shopper,
     ClientIp(ip): ClientIp,
     Path(code): Path<String>,
     req: Idempotent<RedeemRequest>,
 ) -> ApiResult<Response> {
     let code = VoucherCode::parse(&code)?;
+    let user = &shopper.user;
     // Rate-limited only as fresh work: a replay is never counted.
     let mut claim = match req
-        .begin(&state, &Scope::user(&user), || {
+        .begin(&state, &shopper.scope(), || {
             validate(&req.body)?;
-            state.limits.check(&user, ip)
+            state.limits.check(user, ip)
         })
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };
-    let (voucher, db_now) = owned_voucher(&mut claim.tx, &code, &user).await?;
-    if let Some(refusal) = unavailable(&voucher, db_now) {
-        return Err(refusal);
-    }
-    let discount = &voucher.discount.0;
-    if discount.currency() != &req.body.currency {
-        return Err(ApiError::CurrencyMismatch(
-            discount.currency().clone().into(),
-        ));
-    }
-    if req.body.order_amount < voucher.min_order_amount {
-        return Err(ApiError::OrderBelowMinimum(voucher.min_order_amount));
-    }
+    let (voucher, db_now) = owned_voucher(&mut claim.tx, &code, user).await?;
+    let facts = checkout_facts(
+        &mut claim.tx,
+        &voucher,
+        db_now,
+        user,
+        &req.body,
+        OrderRead::Lock,
+    )
+    .await?;
+    let discount = facts.decide()?;
     let redemption_id = Uuid::now_v7();
     // The guard: only an issued, unexpired voucher changes state. Of concurrent
-    // redemptions exactly one matches; the others see the committed winner.
+    // redemptions of one voucher exactly one matches; the others see the winner.
     let updated: Option<VoucherRow> = sqlx::query_as(
         "UPDATE vouchers SET status = 'redeemed', redeemed_at = now(), order_id = $2,
                              redemption_id = $3
@@ -240,8 +315,19 @@ async fn redeem(
     .fetch_optional(&mut *claim.tx)
     .await?;
     let Some(updated) = updated else {
-        let (current, db_now) = owned_voucher(&mut claim.tx, &code, &user).await?;
-        return Err(unavailable(&current, db_now).unwrap_or(ApiError::VoucherAlreadyRedeemed));
+        // Redeemed by another order since it was read: name the reason the rules give
+        // for the voucher as it is now.
+        let (current, db_now) = owned_voucher(&mut claim.tx, &code, user).await?;
+        let now_facts = Checkout {
+            voucher_redeemed: current.status == "redeemed",
+            voucher_expires_at: current.expires_at,
+            now: db_now,
+            ..facts
+        };
+        return Err(now_facts
+            .decide()
+            .err()
+            .unwrap_or(ApiError::VoucherAlreadyRedeemed));
     };
     let row: RedemptionRow = sqlx::query_as(
         "INSERT INTO redemptions (id, voucher_id, user_id, order_id, order_amount, currency,
@@ -254,8 +340,8 @@ async fn redeem(
     .bind(user.as_str())
     .bind(&req.body.order_id)
     .bind(req.body.order_amount)
-    .bind(String::from(req.body.currency.clone()))
-    .bind(discount.discount_on(req.body.order_amount))
+    .bind(req.body.currency.as_str())
+    .bind(discount)
     .fetch_one(&mut *claim.tx)
     .await
     .map_err(|e| match &e {
@@ -271,38 +357,114 @@ async fn redeem(
     })?;
     let response = RedemptionResponse {
         redemption: Redemption::from(&row),
-        voucher: updated.view(Utc::now()),
+        voucher: updated.view(db_now),
     };
     finish(
         claim,
         StatusCode::CREATED,
         EventType::VoucherRedeemed,
         &response,
-        &user,
+        &shopper,
     )
     .await
 }
 
+/// The order a quote is asked for, from the query string.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteParams {
+    /// The checkout's order id, 1 to 128 characters.
+    pub order_id: String,
+    /// The order total in minor units, > 0.
+    #[param(minimum = 1)]
+    pub order_amount: i64,
+    #[param(value_type = String, example = "VND")]
+    pub currency: Currency,
+}
+
+/// What a redemption of this voucher on this order would give.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Quote {
+    pub redeemable: bool,
+    /// What the voucher would take off, when redeemable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discount_amount: Option<i64>,
+    /// The refusal's code, exactly as the redemption would answer it, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/vouchers/{code}/quote", operation_id = "quoteVoucher", tag = "users",
+    params(("code" = String, Path), QuoteParams,
+           ("On-Behalf-Of" = Option<String>, Header, description = "with a service token: the user the order service acts for")),
+    responses(
+        (status = 200, description = "what a redemption would give now: `redeemable` with `discount_amount`, or not with the `code` the redemption would answer; no effect", body = Quote),
+        (status = 404, description = "voucher_not_found (unknown, or not the caller's)", body = crate::error::Problem),
+        (status = 422, description = "validation_failed (bad query values)", body = crate::error::Problem)),
+    security(("user" = []), ("service" = [])))]
+async fn quote(
+    State(state): State<AppState>,
+    shopper: Shopper,
+    Path(code): Path<String>,
+    Query(params): Query<QuoteParams>,
+) -> ApiResult<Json<Quote>> {
+    let order = RedeemRequest {
+        order_id: params.order_id,
+        order_amount: params.order_amount,
+        currency: params.currency,
+    };
+    validate(&order)?;
+    let code = VoucherCode::parse(&code)?;
+    let mut tx = crate::begin(&state.db).await?;
+    let (voucher, db_now) = owned_voucher(&mut tx, &code, &shopper.user).await?;
+    let facts = checkout_facts(
+        &mut tx,
+        &voucher,
+        db_now,
+        &shopper.user,
+        &order,
+        OrderRead::Look,
+    )
+    .await?;
+    tx.rollback().await?;
+    Ok(Json(match facts.decide() {
+        Ok(discount) => Quote {
+            redeemable: true,
+            discount_amount: Some(discount),
+            code: None,
+            detail: None,
+        },
+        Err(refusal) => Quote {
+            redeemable: false,
+            discount_amount: None,
+            code: Some(refusal.code()),
+            detail: Some(refusal.to_string()),
+        },
+    }))
+}
+
 #[utoipa::path(post, path = "/v1/redemptions/{id}/rollback", operation_id = "rollbackRedemption", tag = "users",
     request_body(content = Option<EmptyBody>, description = "no body, or `{}`"),
-    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header),
+           ("On-Behalf-Of" = Option<String>, Header, description = "with a service token: the user the order service acts for")),
     responses(
         (status = 200, description = "rolled back; the voucher is `issued` again", body = RedemptionResponse),
         (status = 404, description = "redemption_not_found (unknown, or not the caller's)", body = crate::error::Problem),
         (status = 409, description = "redemption_already_rolled_back (by another key)", body = crate::error::Problem)),
-    security(("user" = [])))]
+    security(("user" = []), ("service" = [])))]
 async fn rollback(
     State(state): State<AppState>,
-    User(user): User,
+    shopper: Shopper,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
+    let user = &shopper.user;
     let mut claim = match req
-        .begin(&state, &Scope::user(&user), || {
-            state.limits.check(&user, ip)
-        })
+        .begin(&state, &shopper.scope(), || state.limits.check(user, ip))
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -350,7 +512,7 @@ async fn rollback(
         StatusCode::OK,
         EventType::RedemptionRolledBack,
         &response,
-        &user,
+        &shopper,
     )
     .await
 }

@@ -29,8 +29,8 @@ fuzz_target!(|data: &[u8]| {
             serde_json::from_str(&canonical).expect("canonical JSON must parse");
         assert_eq!(canonical, canonical_json(&again));
         assert_eq!(
-            fingerprint("POST", "/v1/x", &value),
-            fingerprint("POST", "/v1/x", &again)
+            fingerprint("POST", "/v1/x", &value, None),
+            fingerprint("POST", "/v1/x", &again, None)
         );
     }
 });

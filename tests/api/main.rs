@@ -2,6 +2,7 @@
 //! against real Postgres and Redis.
 
 mod cache;
+mod checkout;
 mod faults;
 mod grab;
 mod helpers;
