@@ -508,3 +508,108 @@ async fn vouchers_expire_at_the_earlier_of_their_relative_and_absolute_expiry() 
         .unwrap();
     assert_eq!(patch.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// A campaign of `discount` vouchers, no minimum, taking up to `per_order` per order.
+async fn campaign_of(app: &TestApp, per_order: i64, discount: Value) -> String {
+    let mut body = campaign_body(1000, 100);
+    body["max_per_order"] = json!(per_order);
+    body["voucher"]["min_order_amount"] = json!(0);
+    body["voucher"]["discount"] = discount;
+    let resp = app
+        .admin_post("/v1/admin/campaigns", &unique("c"), &body)
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Property: whatever mix of concurrent redemptions and rollbacks of fixed and percent
+/// vouchers one order receives, the rows after every step show its active discounts
+/// summing to no more than its amount, and no answer is a 500.
+#[test]
+fn concurrent_redemptions_and_rollbacks_never_overpay_an_order() {
+    use proptest::{prelude::*, test_runner::TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(app());
+    let (fixed_campaign, percent_campaign) = rt.block_on(async {
+        (
+            campaign_of(&app, 8, fixed(40_000)).await,
+            campaign_of(
+                &app,
+                8,
+                json!({"type": "percent", "basis_points": 3000, "max_amount": 70_000, "currency": "VND"}),
+            )
+            .await,
+        )
+    });
+    // Each step: the vouchers (of 8) to redeem and the ones whose redemption to roll
+    // back, all sent at once.
+    let step = (
+        prop::collection::vec(0usize..8, 0..8),
+        prop::collection::vec(0usize..8, 0..4),
+    );
+    let case = (50_000i64..400_000, prop::collection::vec(step, 1..5));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 32,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&case, |(amount, steps)| {
+            rt.block_on(async {
+                let user = unique("prop");
+                let t = token(&user);
+                let mut codes = Vec::new();
+                for campaign in [&fixed_campaign, &percent_campaign] {
+                    for _ in 0..4 {
+                        let g = app.grab(&t, campaign, &unique("k")).await;
+                        codes.push(g.body["voucher"]["code"].as_str().unwrap().to_string());
+                    }
+                }
+                let o = order("prop-order", amount);
+                for (redeems, rollbacks) in steps {
+                    let live: Vec<String> = sqlx::query_scalar(
+                        "SELECT r.id::text FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
+                         WHERE r.user_id = $1 AND r.status = 'active' AND v.code = ANY($2)",
+                    )
+                    .bind(&user)
+                    .bind(rollbacks.iter().map(|i| codes[*i].clone()).collect::<Vec<_>>())
+                    .fetch_all(&app.db)
+                    .await
+                    .unwrap();
+                    let sent = redeems
+                        .iter()
+                        .map(|i| {
+                            let (app, t, code, o) = (&app, &t, &codes[*i], &o);
+                            async move { redeem(app, t, code, o).await }
+                        })
+                        .collect::<Vec<_>>();
+                    let undone = live
+                        .iter()
+                        .map(|id| {
+                            let (app, t) = (&app, &t);
+                            let path = format!("/v1/redemptions/{id}/rollback");
+                            async move { app.user_post(t, &path, &unique("b"), None).await }
+                        })
+                        .collect::<Vec<_>>();
+                    let (a, b) = futures::future::join(join_all(sent), join_all(undone)).await;
+                    for g in a.iter().chain(&b) {
+                        assert!(
+                            g.status.as_u16() < 500 || g.status == StatusCode::SERVICE_UNAVAILABLE,
+                            "{:?}",
+                            g.body
+                        );
+                    }
+                    let total = discounted(&app, &user, "prop-order").await;
+                    assert!(total <= amount, "{total} taken off an order of {amount}");
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
+}
