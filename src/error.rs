@@ -61,6 +61,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    /// A non-empty body whose `Content-Type` is not JSON: read as JSON it could only
+    /// mean something its sender did not intend (a form's `a=1&b=2`).
+    #[error("a request body must be sent as application/json (or application/*+json)")]
+    UnsupportedMediaType,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
     #[error("no campaign with this id")]
@@ -122,6 +126,7 @@ impl ApiError {
             | VoucherExpired
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
@@ -144,6 +149,7 @@ impl ApiError {
             Malformed(_) => "malformed_request",
             Validation(_) => "validation_failed",
             PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
             BodyTimeout => "request_timeout",
             CampaignNotFound => "campaign_not_found",
             VoucherNotFound => "voucher_not_found",

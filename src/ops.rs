@@ -59,8 +59,9 @@ impl Modify for Security {
 }
 
 /// Documents the errors every operation can answer, as problem+json: the status
-/// codes from malformed input, authentication, conflicts and a database that is down
-/// (`503` with `Retry-After`), so clients and contract tests see the real contract.
+/// codes from malformed input (down to a body not sent as JSON, 415),
+/// authentication, conflicts and a database that is down (`503` with
+/// `Retry-After`), so clients and contract tests see the real contract.
 struct Problems;
 
 impl Modify for Problems {
@@ -129,6 +130,10 @@ impl Modify for Problems {
                     ));
                     codes.push(("408", "request_timeout: the body did not arrive within BODY_READ_TIMEOUT; nothing changed"));
                     codes.push(("413", "payload_too_large (over 64 KiB)"));
+                    codes.push((
+                        "415",
+                        "unsupported_media_type: a non-empty body must be sent as application/json or application/*+json (parameters such as charset allowed); an empty body needs no type",
+                    ));
                     codes.push(("429", "rate_limited, with Retry-After"));
                 }
                 for (code, description) in codes {

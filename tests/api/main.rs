@@ -5,6 +5,7 @@ mod cache;
 mod faults;
 mod grab;
 mod helpers;
+mod http_layer;
 mod idempotency;
 mod input;
 mod launch;
