@@ -65,6 +65,10 @@ pub enum ApiError {
     /// mean something its sender did not intend (a form's `a=1&b=2`).
     #[error("a request body must be sent as application/json (or application/*+json)")]
     UnsupportedMediaType,
+    /// A request head over `head::MAX_HEAD` or with more than `head::MAX_HEADERS`
+    /// fields, answered by the connection's head guard before any route runs.
+    #[error("the request head is larger than 16 KiB or has more than 100 header fields")]
+    HeadersTooLarge,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
     #[error("no campaign with this id")]
@@ -127,6 +131,7 @@ impl ApiError {
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
@@ -150,6 +155,7 @@ impl ApiError {
             Validation(_) => "validation_failed",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
+            HeadersTooLarge => "headers_too_large",
             BodyTimeout => "request_timeout",
             CampaignNotFound => "campaign_not_found",
             VoucherNotFound => "voucher_not_found",
@@ -203,14 +209,14 @@ impl ApiError {
     }
 }
 
-/// Builds a problem+json response for any status; also used to dress up errors
-/// produced outside handlers (unknown route, wrong method, timeout).
-pub fn problem_response(
+/// The problem+json body for `status` and `code`: what `problem_response` sends,
+/// and what the head guard writes itself where no response type exists yet.
+pub fn problem_body(
     status: StatusCode,
     code: &str,
     detail: String,
     errors: Option<Vec<FieldError>>,
-) -> Response {
+) -> Vec<u8> {
     let title = status.canonical_reason().unwrap_or("Error").to_string();
     let body = Problem {
         kind: format!("urn:voucherd:problem:{code}"),
@@ -220,7 +226,18 @@ pub fn problem_response(
         code: code.to_string(),
         errors,
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Builds a problem+json response for any status; also used to dress up errors
+/// produced outside handlers (unknown route, wrong method, timeout).
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+) -> Response {
+    let bytes = problem_body(status, code, detail, errors);
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],

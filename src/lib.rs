@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grab;
+pub mod head;
 pub mod idempotency;
 pub mod json;
 pub mod limits;

@@ -1,8 +1,16 @@
 //! What the HTTP layer answers by itself, before or around the routes: a body not
-//! declared as JSON is refused, as problem+json like every other error.
+//! declared as JSON, request heads hyper cannot or will not parse, and answers that
+//! end a connection. Each is problem+json like every other error, and a connection
+//! the server will close says so.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, campaign_body, token, unique};
 
@@ -98,4 +106,239 @@ async fn a_body_not_declared_as_json_is_415_and_changes_nothing() {
     assert_eq!(g.status, StatusCode::CREATED, "{}", g.body);
     let c = app.assert_invariants(&campaign).await;
     assert_eq!(c["issued"], 1);
+}
+
+/// How long a test waits on the server before calling it a hang.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// Header fields, names lower-cased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Asserts a problem+json answer with this status and code, in the shape every
+    /// error has, and returns it.
+    fn assert_problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let p = self.json();
+        assert_eq!(p["code"], code, "{p}");
+        assert_eq!(p["status"], status, "{p}");
+        for field in ["type", "title", "detail"] {
+            assert!(p[field].is_string(), "{field} missing: {p}");
+        }
+        p
+    }
+}
+
+/// Splits what a connection said into its responses (all framed by Content-Length).
+fn answers(mut said: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    while let Some(end) = said.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&said[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.get(9..12))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let rest = &said[end + 4..];
+        let body = rest[..len.min(rest.len())].to_vec();
+        said = &rest[len.min(rest.len())..];
+        out.push(Answer {
+            status,
+            headers,
+            body,
+        });
+    }
+    out
+}
+
+/// Reads until the server closes the connection.
+async fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut said = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut said))
+        .await
+        .expect("the server never closed the connection")
+        .ok();
+    said
+}
+
+/// Reads exactly one response off a connection that stays open.
+async fn next_answer(s: &mut TcpStream) -> Answer {
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = said.windows(4).position(|w| w == b"\r\n\r\n") {
+            let first = answers(&said).remove(0);
+            if said.len() >= end + 4 + first.body.len()
+                && first.body.len()
+                    == first
+                        .header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+            {
+                return first;
+            }
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&said)
+        );
+        said.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Sends `request` on a new connection; returns what the server said until it
+/// closed. A write cut short by the server's answer is not an error here.
+async fn exchange(app: &TestApp, request: &[u8]) -> Vec<Answer> {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    answers(&until_closed(&mut s).await)
+}
+
+/// A head whose one extra header field makes it `size` bytes long.
+fn head_of(size: usize) -> Vec<u8> {
+    let start = b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\nX-Padding: ";
+    let mut head = start.to_vec();
+    head.resize(size - 4, b'p');
+    head.extend_from_slice(b"\r\n\r\n");
+    head
+}
+
+/// What hyper answers by itself, with a bare status and no body, is answered as
+/// problem+json with `Connection: close` instead, and the connection is then closed.
+#[tokio::test]
+async fn a_malformed_request_line_or_header_is_400_problem_json() {
+    let app = TestApp::spawn().await;
+    for request in [
+        &b"GET /healthz HTTP/1.1 please\r\nHost: voucherd\r\n\r\n"[..],
+        b"GET /he lthz HTTP/1.1\r\nHost: voucherd\r\n\r\n",
+        b"GET /healthz HTTP/3\r\nHost: voucherd\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost voucherd\r\n\r\n",
+        b"POST /healthz HTTP/1.1\r\nHost: voucherd\r\nContent-Length: 1, 2\r\n\r\n",
+        b"POST /healthz HTTP/1.1\r\nHost: voucherd\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ] {
+        let said = exchange(&app, request).await;
+        assert_eq!(said.len(), 1, "{said:?}");
+        said[0].assert_problem(400, "malformed_request");
+        assert_eq!(said[0].header("connection"), Some("close"));
+    }
+}
+
+/// A head over 16 KiB, or with over 100 fields, is 431 problem+json; one just under
+/// the limit is served.
+#[tokio::test]
+async fn a_head_over_the_limit_is_431_problem_json() {
+    let app = TestApp::spawn().await;
+    let said = exchange(&app, &head_of(20 * 1024)).await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    said[0].assert_problem(431, "headers_too_large");
+    assert_eq!(said[0].header("connection"), Some("close"));
+
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\n".to_vec();
+    for n in 0..100 {
+        many.extend_from_slice(format!("X-Field-{n}: {n}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let said = exchange(&app, &many).await;
+    said[0].assert_problem(431, "headers_too_large");
+
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(&head_of(16 * 1024)).await.unwrap();
+    let served = next_answer(&mut s).await;
+    assert_eq!(served.status, 200, "{served:?}");
+}
+
+/// Kept-alive connections are checked at every head, not only the first: a bad head
+/// after a served request, even one pipelined behind it, is answered as
+/// problem+json once the requests before it are answered.
+#[tokio::test]
+async fn every_head_on_a_kept_alive_connection_is_checked() {
+    let app = TestApp::spawn().await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(next_answer(&mut s).await.status, 200);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\nX-Bad Name: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let said = answers(&until_closed(&mut s).await);
+    assert_eq!(said.len(), 1, "{said:?}");
+    said[0].assert_problem(400, "malformed_request");
+
+    let body = campaign_body(3, 1).to_string();
+    let mut pipelined = format!(
+        "POST /v1/admin/campaigns HTTP/1.1\r\nHost: voucherd\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Idempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        unique("pipelined"),
+        body.len()
+    )
+    .into_bytes();
+    pipelined.extend_from_slice(&head_of(20 * 1024));
+    let said = exchange(&app, &pipelined).await;
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert_eq!(said[0].status, 201, "{said:?}");
+    let campaign = said[0].json()["id"].as_str().unwrap().to_string();
+    said[1].assert_problem(431, "headers_too_large");
+    assert_eq!(said[1].header("connection"), Some("close"));
+    app.assert_invariants(&campaign).await;
+}
+
+/// The served OpenAPI document lists 431 on every operation and 415 on every one
+/// that takes a body, as problem+json.
+#[tokio::test]
+async fn the_openapi_documents_415_and_431() {
+    let app = TestApp::spawn().await;
+    let (_, spec) = app.get_json("/openapi.json", None).await;
+    let paths = spec["paths"].as_object().unwrap();
+    let mut mutating = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let documented = |status: &str| {
+                op["responses"][status]["content"]["application/problem+json"].is_object()
+            };
+            assert!(documented("431"), "{method} {path}: no 431");
+            if ["post", "patch", "delete"].contains(&method.as_str()) {
+                mutating += 1;
+                assert!(documented("415"), "{method} {path}: no 415");
+            }
+        }
+    }
+    assert!(mutating > 0);
 }
