@@ -11,7 +11,7 @@
 //! checked. A chunked body is not followed: its chunk sizes would be parsed twice,
 //! here and by hyper, and two parsers that disagree about where a body ends disagree
 //! about where the next request starts. After a chunked request the guard stands
-//! aside and the response closes the connection (see `server`), so no later head
+//! aside and the response closes the connection (see `keep_alive`), so no later head
 //! goes unchecked.
 //!
 //! A refused head is answered once hyper has finished the requests before it: the

@@ -16,6 +16,7 @@ pub mod grab;
 pub mod head;
 pub mod idempotency;
 pub mod json;
+pub mod keep_alive;
 pub mod limits;
 pub mod maintenance;
 pub mod ops;

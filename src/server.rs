@@ -1,14 +1,13 @@
 //! The HTTP server loop: a cap on open connections, a deadline for request heads, a
-//! check of every head before hyper parses it (`head`) and a drain on shutdown, so
-//! slow, idle or malformed clients cannot starve everyone else or get an answer in
-//! another shape.
+//! check of every head before hyper parses it (`head`), an honest `Connection`
+//! header on every answer (`keep_alive`) and a drain on shutdown, so slow, idle or
+//! malformed clients cannot starve everyone else or get an answer in another shape.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     extract::{ConnectInfo, Request},
-    http::{HeaderValue, header},
 };
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,9 +15,8 @@ use tokio::{
     net::TcpListener,
     sync::{Semaphore, watch},
 };
-use tower::ServiceExt;
 
-use crate::{config::Settings, head};
+use crate::{config::Settings, head, keep_alive};
 
 /// How much of the server one client, or many, may hold.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +27,9 @@ pub struct ServerLimits {
     /// previous response, for a kept-alive connection) to the end of that head.
     /// A slowloris client, or an idle kept-alive one, is closed after it.
     pub header_read_timeout: Duration,
+    /// How long the unread rest of a small request body may take to arrive after
+    /// an early answer before its connection is closed instead (`BODY_READ_TIMEOUT`).
+    pub body_read_timeout: Duration,
     /// How long a shutdown waits for in-flight requests before closing them.
     pub drain: Duration,
 }
@@ -41,6 +42,7 @@ impl ServerLimits {
         ServerLimits {
             max_connections: settings.max_connections,
             header_read_timeout: settings.header_read_timeout,
+            body_read_timeout: settings.body_read_timeout,
             drain: DRAIN,
         }
     }
@@ -88,25 +90,11 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let (guarded, refused) = head::HeadGuard::new(stream);
         let app = app.clone();
+        let drain = limits.body_read_timeout;
         let service = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            // The head guard does not follow chunked framing (see `head`): after a
-            // chunked request the connection closes, so no later head reaches hyper
-            // unchecked.
-            let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
             let app = app.clone();
-            async move {
-                let mut response = match app.oneshot(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                if chunked {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(response)
-            }
+            async move { Ok::<_, Infallible>(keep_alive::serve(app, req, drain).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(guarded), service);
         let mut stopping = stop.subscribe();
@@ -178,6 +166,7 @@ mod tests {
         let limits = ServerLimits {
             max_connections: 8,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(30),
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -320,6 +320,77 @@ async fn every_head_on_a_kept_alive_connection_is_checked() {
     app.assert_invariants(&campaign).await;
 }
 
+/// An answer given before the request body was read ends the connection, and says
+/// `Connection: close`: a 413, and an early refusal of a client waiting for
+/// `100 Continue`. A small body the answer left unread is drained instead, and the
+/// connection is kept.
+#[tokio::test]
+async fn an_answer_that_ends_the_connection_says_connection_close() {
+    let app = TestApp::spawn().await;
+    let big = vec![b' '; 100 * 1024];
+    let resp = app
+        .client
+        .post(app.url("/v1/admin/campaigns"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Idempotency-Key", unique("big"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["connection"], "close");
+    let (status, p) = problem(resp).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    // The client's next request goes on a new connection, and is served.
+    let (status, _) = app.get_json("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut request = format!(
+        "POST /v1/admin/campaigns HTTP/1.1\r\nHost: voucherd\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Idempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        unique("big"),
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    let said = exchange(&app, &request).await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    said[0].assert_problem(413, "payload_too_large");
+    assert_eq!(said[0].header("connection"), Some("close"));
+
+    // Waiting for `100 Continue`, refused before the body was asked for: closed.
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/admin/campaigns HTTP/1.1\r\nHost: voucherd\r\nAuthorization: Bearer nope\r\n\
+          Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let said = answers(&until_closed(&mut s).await);
+    assert_eq!(said.len(), 1, "{said:?}");
+    said[0].assert_problem(401, "unauthorized");
+    assert_eq!(said[0].header("connection"), Some("close"));
+
+    // A small body the answer did not need: drained, and the connection serves on.
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/admin/campaigns HTTP/1.1\r\nHost: voucherd\r\nAuthorization: Bearer nope\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let refused = next_answer(&mut s).await;
+    refused.assert_problem(401, "unauthorized");
+    assert_eq!(refused.header("connection"), None, "{refused:?}");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(next_answer(&mut s).await.status, 200);
+}
+
 /// The served OpenAPI document lists 431 on every operation and 415 on every one
 /// that takes a body, as problem+json.
 #[tokio::test]
