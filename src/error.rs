@@ -160,6 +160,14 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    /// A non-empty body whose `Content-Type` is not JSON: read as JSON it could only
+    /// mean something its sender did not intend (a form's `a=1&b=2`).
+    #[error("a request body must be sent as application/json (or application/*+json)")]
+    UnsupportedMediaType,
+    /// A request head over `head::MAX_HEAD` or with more than `head::MAX_HEADERS`
+    /// fields, answered by the connection's head guard before any route runs.
+    #[error("the request head is larger than 16 KiB or has more than 100 header fields")]
+    HeadersTooLarge,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
     #[error("no campaign with this id")]
@@ -246,6 +254,8 @@ error_codes! {
     ApiError::Malformed(_) => "malformed_request",
     ApiError::Validation(_) => "validation_failed",
     ApiError::PayloadTooLarge => "payload_too_large",
+    ApiError::UnsupportedMediaType => "unsupported_media_type",
+    ApiError::HeadersTooLarge => "headers_too_large",
     ApiError::BodyTimeout => "request_timeout",
     ApiError::CampaignNotFound => "campaign_not_found",
     ApiError::VoucherNotFound => "voucher_not_found",
@@ -293,6 +303,8 @@ impl ApiError {
             | VoucherNotCombinable(_)
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
@@ -339,14 +351,14 @@ impl ApiError {
     }
 }
 
-/// Builds a problem+json response for any status; also used to dress up errors
-/// produced outside handlers (unknown route, wrong method, timeout).
-pub fn problem_response(
+/// The problem+json body for `status` and `code`: what `problem_response` sends,
+/// and what the head guard writes itself where no response type exists yet.
+pub fn problem_body(
     status: StatusCode,
     code: &str,
     detail: String,
     errors: Option<Vec<FieldError>>,
-) -> Response {
+) -> Vec<u8> {
     let title = status.canonical_reason().unwrap_or("Error").to_string();
     let body = Problem {
         kind: format!("urn:voucherd:problem:{code}"),
@@ -356,7 +368,18 @@ pub fn problem_response(
         code: code.to_string(),
         errors,
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Builds a problem+json response for any status; also used to dress up errors
+/// produced outside handlers (unknown route, wrong method, timeout).
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+) -> Response {
+    let bytes = problem_body(status, code, detail, errors);
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],

@@ -206,8 +206,9 @@ async fn canonical_path(req: &mut Request) -> String {
 }
 
 /// A mutating request: its key, its fingerprint and its typed body. Extracting it
-/// checks, in order, the key (400), the body size (413), JSON syntax (400) and the
-/// body's shape (422). An empty body reads as `{}`.
+/// checks, in order, the key (400), the body size (413), the body's media type (415),
+/// JSON syntax (400) and the body's shape (422). An empty body reads as `{}`. Every
+/// route with a body reads it here, so this is the one place those checks live.
 #[derive(Debug)]
 pub struct Idempotent<T> {
     pub key: IdempotencyKey,
@@ -244,10 +245,12 @@ where
             .extensions()
             .get::<json::BodyDeadline>()
             .map_or(json::BodyDeadline::DEFAULT, |d| d.0);
+        let declared_json = json::declares_json(req.headers());
         let bytes = tokio::time::timeout(deadline, Bytes::from_request(req, state))
             .await
             .map_err(|_| ApiError::BodyTimeout)?
             .map_err(json::body_rejection)?;
+        json::require_json(declared_json, &bytes)?;
         let value = json::parse_value(&bytes)?;
         let fingerprint = fingerprint(&method, &path, &value, on_behalf_of.as_deref());
         let body = json::from_body(&bytes, &value)?;

@@ -1,10 +1,11 @@
 //! JSON and query-string parsing whose failures use the same problem+json shape as
-//! every other error: bad syntax is 400, a well-formed body with bad values is 422.
+//! every other error: a body not declared as JSON is 415, bad syntax is 400, a
+//! well-formed body with bad values is 422.
 
 use axum::{
     body::Bytes,
     extract::{FromRequestParts, rejection::BytesRejection},
-    http::{StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -28,6 +29,37 @@ pub fn body_rejection(r: BytesRejection) -> ApiError {
         ApiError::PayloadTooLarge
     } else {
         ApiError::Malformed("the request body could not be read".into())
+    }
+}
+
+/// Whether the request says its body is JSON: `application/json` or any
+/// `application/*+json` (RFC 6839, e.g. `application/merge-patch+json`), with or
+/// without parameters, in any case. Two `Content-Type` fields are not a declaration
+/// but a contradiction, so they do not count.
+pub fn declares_json(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some(media) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+    else {
+        return false;
+    };
+    media.type_() == mime::APPLICATION
+        && (media.subtype() == mime::JSON || media.suffix() == Some(mime::JSON))
+}
+
+/// Refuses a non-empty body that was not declared as JSON (415): parsed anyway, a
+/// form's `a=1&b=2` would be answered as if it were a JSON mistake. An empty body
+/// declares nothing and needs no type.
+pub fn require_json(declared: bool, body: &Bytes) -> Result<(), ApiError> {
+    if body.is_empty() || declared {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -115,6 +147,62 @@ pub fn cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
         .map(uuid::Uuid::parse_str)
         .transpose()
         .map_err(|_| ApiError::validation("cursor", "is not a cursor this API returned"))
+}
+
+#[cfg(test)]
+mod media_types {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with(types: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for t in types {
+            headers.append(header::CONTENT_TYPE, HeaderValue::from_static(t));
+        }
+        headers
+    }
+
+    #[test]
+    fn json_and_json_suffixed_types_are_json_in_any_case_with_parameters() {
+        for t in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;Charset=UTF-8",
+            "application/merge-patch+json",
+            "APPLICATION/MERGE-PATCH+JSON; charset=\"utf-8\"",
+            "application/problem+json",
+        ] {
+            assert!(declares_json(&with(&[t])), "{t}");
+        }
+    }
+
+    #[test]
+    fn other_types_missing_or_repeated_types_are_not_json() {
+        for types in [
+            &[][..],
+            &["application/x-www-form-urlencoded"],
+            &["text/json"],
+            &["text/plain"],
+            &["application/jsonp"],
+            &["application/json-seq"],
+            &["multipart/form-data; boundary=x"],
+            &["json"],
+            &[""],
+            &["application/json", "application/json"],
+        ] {
+            assert!(!declares_json(&with(types)), "{types:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_non_empty_body_needs_a_type() {
+        assert!(require_json(false, &Bytes::new()).is_ok());
+        assert!(require_json(true, &Bytes::from_static(b"{}")).is_ok());
+        assert!(matches!(
+            require_json(false, &Bytes::from_static(b"a=1")),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -72,8 +72,10 @@ impl Modify for Security {
 }
 
 /// Documents the errors every operation can answer, as problem+json: the status
-/// codes from malformed input, authentication, conflicts and a database that is down
-/// (`503` with `Retry-After`), so clients and contract tests see the real contract.
+/// codes from malformed input (down to a request head the HTTP layer refuses, 400 or
+/// 431, and a body not sent as JSON, 415), authentication, conflicts and a database
+/// that is down (`503` with `Retry-After`), so clients and contract tests see the
+/// real contract.
 struct Problems;
 
 impl Modify for Problems {
@@ -123,9 +125,16 @@ impl Modify for Problems {
                 }
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let mut codes = vec![
-                    ("400", "malformed_request or an invalid header"),
+                    (
+                        "400",
+                        "malformed_request (a malformed request line, header field or body) or an invalid header",
+                    ),
                     ("404", "not_found, or the resource's own *_not_found code"),
                     ("422", "validation_failed (with `errors`)"),
+                    (
+                        "431",
+                        "headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed",
+                    ),
                     (
                         "503",
                         "service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed",
@@ -141,7 +150,14 @@ impl Modify for Problems {
                         "a refusal, or idempotency_key_in_use (with Retry-After): the key is in flight, or its commit was sent and its outcome is not yet known",
                     ));
                     codes.push(("408", "request_timeout: the body did not arrive within BODY_READ_TIMEOUT; nothing changed"));
-                    codes.push(("413", "payload_too_large (over 64 KiB)"));
+                    codes.push((
+                        "413",
+                        "payload_too_large (over 64 KiB), with Connection: close",
+                    ));
+                    codes.push((
+                        "415",
+                        "unsupported_media_type: a non-empty body must be sent as application/json or application/*+json (parameters such as charset allowed); an empty body needs no type",
+                    ));
                     codes.push(("429", "rate_limited, with Retry-After"));
                 }
                 for (code, description) in codes {

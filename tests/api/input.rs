@@ -480,6 +480,7 @@ async fn hostile_requests_get_a_4xx_problem_never_a_500() {
             .post(app.url(&path))
             .bearer_auth(bearer)
             .header("Idempotency-Key", unique("k"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -6,6 +6,7 @@ mod checkout;
 mod faults;
 mod grab;
 mod helpers;
+mod http_layer;
 mod idempotency;
 mod input;
 mod launch;
