@@ -68,8 +68,7 @@ impl AuthKeys {
     }
 
     fn is_admin(&self, token: &str) -> bool {
-        let expected = self.0.admin_token.expose_secret().as_bytes();
-        bool::from(token.as_bytes().ct_eq(expected))
+        same_secret(token, self.0.admin_token.expose_secret())
     }
 
     /// The order service this token belongs to. Every token is compared, in
@@ -77,12 +76,19 @@ impl AuthKeys {
     fn service(&self, token: &str) -> Option<&str> {
         let mut found = None;
         for (name, expected) in &self.0.services {
-            if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+            if same_secret(token, expected.expose_secret()) {
                 found = Some(name.as_str());
             }
         }
         found
     }
+}
+
+/// Compares a presented token with a secret in constant time, lengths included: both
+/// are hashed first, since comparing slices of different lengths returns at once.
+fn same_secret(token: &str, secret: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(token.as_bytes()).ct_eq(&Sha256::digest(secret.as_bytes())))
 }
 
 /// Mints a user token, as `voucherd token --sub alice` does.
@@ -159,6 +165,12 @@ pub struct Shopper {
 impl Shopper {
     /// Whose idempotency keys these are: the user's own, or the service's (whose
     /// fingerprints carry the user it named).
+    /// The client address the per-IP limit counts: none for an order service, whose
+    /// calls for every user come from its own few addresses.
+    pub fn client_ip(&self, ip: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+        if self.service.is_some() { None } else { ip }
+    }
+
     pub fn scope(&self) -> crate::idempotency::Scope {
         match &self.service {
             Some(name) => crate::idempotency::Scope::service(name),
@@ -178,10 +190,11 @@ impl FromRequestParts<AppState> for Shopper {
                 service: None,
             });
         };
+        // UTF-8, not only visible ASCII: a `sub` may be any text a JWT carries.
         let user = parts
             .headers
             .get(ON_BEHALF_OF)
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
             .and_then(UserId::parse)
             .ok_or_else(|| {
                 ApiError::Malformed(

@@ -474,8 +474,13 @@ async fn commit(
     let grabs: Vec<&Prepared> = batch.iter().map(|p| &p.grab).collect();
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
     let r: BatchResult = sqlx::query_as(
+        // Named arguments: two adjacent arrays of one type can never swap unnoticed.
         "SELECT o_claimed, o_eligible, o_granted, o_taken, o_busy, o_state FROM grant_batch(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             p_campaign => $1, p_per_user_limit => $2, p_discount => $3, p_min_order => $4,
+             p_scopes => $5, p_keys => $6, p_fingerprints => $7, p_bodies => $8,
+             p_ids => $9, p_codes => $10, p_users => $11, p_issued_at => $12,
+             p_expires_at => $13, p_event_ids => $14, p_events => $15,
+             p_issued_type => $16, p_sold_out_type => $17, p_sold_out_id => $18)",
     )
     .bind(campaign.id)
     .bind(campaign.per_user_limit)

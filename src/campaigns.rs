@@ -443,22 +443,6 @@ pub async fn fetch_measuring_clock(
     }))
 }
 
-/// Why a grant's conditional decrement took nothing (paused, not started, over,
-/// else sold out), read in the grant's own transaction and judged by the time
-/// Postgres used for it.
-pub async fn refusal_of<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    id: Uuid,
-) -> Result<crate::error::ApiError, sqlx::Error> {
-    let t: Timed = sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
-        .bind(id)
-        .fetch_one(db)
-        .await?;
-    Ok(t.row
-        .refusal(t.db_now)
-        .unwrap_or(crate::error::ApiError::SoldOut))
-}
-
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     id: CampaignId,
@@ -554,7 +538,12 @@ async fn create(
     // One clock for validation and the default start, at the precision stored.
     let now = at_stored_precision(Utc::now());
     let mut claim = match req
-        .begin(&state, &Scope::admin(), || validate_create(&req.body, now))
+        .begin(
+            &state,
+            &Scope::admin(),
+            || Ok(()),
+            || validate_create(&req.body, now),
+        )
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
@@ -591,7 +580,12 @@ async fn update(
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
     let mut claim = match req
-        .begin(&state, &Scope::admin(), || validate_update(&req.body))
+        .begin(
+            &state,
+            &Scope::admin(),
+            || Ok(()),
+            || validate_update(&req.body),
+        )
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),

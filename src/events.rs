@@ -189,7 +189,10 @@ async fn replay_dead_letter(
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::DeadLetterNotFound)?;
-    let mut claim = match req.begin(&state, &Scope::admin(), || Ok(())).await? {
+    let mut claim = match req
+        .begin(&state, &Scope::admin(), || Ok(()), || Ok(()))
+        .await?
+    {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };

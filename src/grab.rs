@@ -1,6 +1,7 @@
 //! The grab: `POST /v1/campaigns/{id}/claims`. Everything that decides a grant sits
-//! behind `Grabber::grab`, so the strategy (batched by default, one transaction per
-//! grant with `GRAB_MODE=single`) is chosen without touching the route.
+//! behind `Grabber::grab`: refusals from the campaign snapshot, then the grant
+//! writers (`batch`), whose one call of `grant_batch` holds every grant rule
+//! (`GRAB_MODE=single` is the same path with batches of one).
 
 use axum::{
     Router,
@@ -22,16 +23,15 @@ use crate::{
     auth::User,
     batch::{Batcher, Prepared, Settled},
     cache::CampaignCache,
-    campaigns::{self, CampaignRow},
+    campaigns::CampaignRow,
     dbwatch::DbWatch,
     deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
-    events::{self, EventType},
-    idempotency::{self, Begun, IdempotencyKey, Idempotent, Scope, Share, json_bytes_response},
+    idempotency::{self, IdempotencyKey, Idempotent, Scope, Share, json_bytes_response},
     json::EmptyBody,
     limits::ClientIp,
-    vouchers::{self, Voucher, VoucherRow},
+    vouchers::{Voucher, VoucherRow},
 };
 
 pub fn router() -> Router<AppState> {
@@ -51,15 +51,15 @@ pub struct GrabRequest<'a> {
     pub fingerprint: &'a [u8],
 }
 
-/// Decides grabs. With a `Batcher`, grants are committed many per transaction;
-/// without one, each grab is its own transaction (`GRAB_MODE=single`).
+/// Decides grabs: refusals the snapshot allows from memory, everything else through
+/// the grant writers.
 #[derive(Clone)]
 pub struct Grabber {
     db: PgPool,
     dbwatch: DbWatch,
     cache: CampaignCache,
     idempotency: idempotency::Store,
-    batcher: Option<Batcher>,
+    batcher: Batcher,
 }
 
 fn outcome(result: &ApiResult<Response>) -> &'static str {
@@ -76,7 +76,7 @@ impl Grabber {
         dbwatch: DbWatch,
         cache: CampaignCache,
         idempotency: idempotency::Store,
-        batcher: Option<Batcher>,
+        batcher: Batcher,
     ) -> Self {
         Grabber {
             db,
@@ -140,10 +140,7 @@ impl Grabber {
             };
             // Everything past here needs Postgres.
             self.dbwatch.check()?;
-            match &self.batcher {
-                Some(batcher) => self.batched(batcher, req, scope, clock, admit).await,
-                None => self.single(req, scope, clock, admit).await,
-            }
+            self.batched(req, scope, clock, admit).await
         }
         .await;
         metrics::counter!("voucherd_grabs_total", "outcome" => outcome(&result)).increment(1);
@@ -182,7 +179,6 @@ impl Grabber {
     /// batch writers, handing them the key's guard until the outcome is known.
     async fn batched(
         &self,
-        batcher: &Batcher,
         req: GrabRequest<'_>,
         scope: Scope,
         clock: &RequestClock,
@@ -207,7 +203,10 @@ impl Grabber {
             event_id: Uuid::now_v7(),
             event,
         };
-        let (settled, _in_flight) = batcher.submit(req.campaign, grab, clock, in_flight).await;
+        let (settled, _in_flight) = self
+            .batcher
+            .submit(req.campaign, grab, clock, in_flight)
+            .await;
         match settled {
             Settled::Granted => {
                 self.idempotency
@@ -237,85 +236,6 @@ impl Grabber {
                 Err(e)
             }
         }
-    }
-
-    /// One transaction per grant (`GRAB_MODE=single`).
-    async fn single(
-        &self,
-        req: GrabRequest<'_>,
-        scope: Scope,
-        clock: &RequestClock,
-        admit: impl FnOnce() -> ApiResult<()>,
-    ) -> ApiResult<Response> {
-        let begun = self
-            .idempotency
-            .begin(&self.db, &scope, req.key, req.fingerprint, clock, admit)
-            .await?;
-        let mut claim = match begun {
-            Begun::Replay(resp) => return Ok(resp),
-            Begun::Fresh(claim) => *claim,
-        };
-        let campaign_id = CampaignId(req.campaign.id);
-
-        // The per-user limit: a conditional upsert on the user's own counter row,
-        // so only this user's concurrent grabs queue on it.
-        let claimed: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO user_claims (campaign_id, user_id, claimed) VALUES ($1, $2, 1)
-             ON CONFLICT (campaign_id, user_id) DO UPDATE SET claimed = user_claims.claimed + 1
-             WHERE user_claims.claimed < $3
-             RETURNING claimed",
-        )
-        .bind(campaign_id.0)
-        .bind(req.user.as_str())
-        .bind(req.campaign.per_user_limit)
-        .fetch_optional(&mut *claim.tx)
-        .await?;
-        if claimed.is_none() {
-            return Err(ApiError::LimitReached);
-        }
-
-        let (row, body, event) = self.prepare(&req)?;
-        vouchers::insert(&mut claim.tx, &row).await?;
-        claim.complete(StatusCode::CREATED, &body).await?;
-        events::record(
-            &mut claim.tx,
-            EventType::VoucherIssued,
-            &serde_json::value::RawValue::from_string(event).map_err(ApiError::internal)?,
-        )
-        .await?;
-
-        // Last, so the hot campaign row is locked only from here to the commit. The
-        // WHERE re-checks stock, pause and window against the committed row: the
-        // cached snapshot can refuse, but only Postgres grants.
-        let taken: Option<(i64, i64)> = sqlx::query_as(
-            "UPDATE campaigns SET remaining = remaining - 1, issued = issued + 1
-             WHERE id = $1 AND remaining > 0 AND NOT paused
-               AND starts_at <= now() AND ends_at > now()
-             RETURNING remaining, total_stock",
-        )
-        .bind(campaign_id.0)
-        .fetch_optional(&mut *claim.tx)
-        .await?;
-        let Some((remaining, total_stock)) = taken else {
-            let reason = campaigns::refusal_of(&mut *claim.tx, campaign_id.0).await?;
-            drop(claim);
-            // The snapshot said open and Postgres disagrees: refresh it.
-            self.cache.invalidate(campaign_id).await;
-            return Err(reason);
-        };
-        if remaining == 0 {
-            events::record(
-                &mut claim.tx,
-                EventType::CampaignSoldOut,
-                &serde_json::json!({"campaign_id": campaign_id, "total_stock": total_stock}),
-            )
-            .await?;
-        }
-        claim.commit().await?;
-        if remaining == 0 {
-            self.cache.invalidate(campaign_id).await;
-        }
-        Ok(json_bytes_response(StatusCode::CREATED, body))
     }
 }
 

@@ -164,7 +164,7 @@ pub fn fingerprint(method: &str, path: &str, body: &Value, on_behalf_of: Option<
 /// upper case), so a retry that writes the same id another way (`urn:uuid:…`,
 /// braces, capitals) is the same request. A path already canonical comes out byte for
 /// byte as it came in, so keys recorded before this existed still replay. A value
-/// the route will refuse anyway is kept as sent.
+/// the route will refuse anyway is kept as decoded.
 async fn canonical_path(req: &mut Request) -> String {
     use axum::{
         RequestExt,
@@ -270,6 +270,7 @@ impl<T> Idempotent<T> {
         &self,
         state: &crate::AppState,
         scope: &Scope,
+        admit: impl FnOnce() -> ApiResult<()>,
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
         state
@@ -280,6 +281,7 @@ impl<T> Idempotent<T> {
                 &self.key,
                 &self.fingerprint,
                 &self.clock,
+                admit,
                 precheck,
             )
             .await
@@ -513,13 +515,14 @@ impl Store {
             return Ok(None);
         };
         // Redis' own expiry was set to the record's remaining life when it was
-        // shared; the copy kept here inherits it.
+        // shared; the copy kept here inherits it, counted from before the call.
+        let asked = Instant::now();
         let Some(stored) = redis
             .get_bytes_with_ttl(&redis_key(scope, key))
             .await
             .and_then(|(v, ttl)| {
                 let life = Duration::from_millis(ttl?).min(RECENT_TTL);
-                Stored::decode(&v, Instant::now() + life)
+                Stored::decode(&v, asked + life)
             })
         else {
             return Ok(None);
@@ -554,15 +557,18 @@ impl Store {
             status: status.as_u16(),
             body: body.to_vec(),
         });
+        // Redis counts its expiry from when the write lands: a second less covers the
+        // time the write takes to get there.
+        let shared_life = life.saturating_sub(Duration::from_secs(1));
         if share == Share::AllInstances
             && let Some(redis) = &self.redis
-            && life >= Duration::from_millis(1)
+            && shared_life >= Duration::from_millis(1)
         {
             redis
                 .set_bytes_px(
                     &redis_key(scope, key),
                     &stored.encode(),
-                    life.as_millis() as u64,
+                    shared_life.as_millis() as u64,
                 )
                 .await;
         }
@@ -609,11 +615,15 @@ impl Store {
     }
 
     /// Replays a committed key, or opens the effect's transaction with the key claimed.
-    /// `precheck` runs between the two: a refusal it returns (validation, a campaign
-    /// that is not open) is answered without a transaction and without recording the
-    /// key, yet never hides the replay of an effect that did commit.
-    /// A duplicate of an in-flight request waits for it (in memory here, on the unique
-    /// index across instances) and then replays; past the bound it gets 409.
+    /// `admit` (the rate limits) is asked once the key is known not to be answered
+    /// from this process, before anything costs Postgres: a refused request is still
+    /// replayed if Redis holds its answer, else refused. `precheck` runs after the
+    /// stored lookup: a refusal it returns (validation) is answered without a
+    /// transaction and without recording the key, yet never hides the replay of an
+    /// effect that did commit. A duplicate of an in-flight request waits for it (in
+    /// memory here, on the unique index across instances) and then replays; past the
+    /// bound it gets 409.
+    #[allow(clippy::too_many_arguments)]
     pub async fn begin(
         &self,
         pool: &PgPool,
@@ -621,20 +631,24 @@ impl Store {
         key: &IdempotencyKey,
         fingerprint: &[u8],
         clock: &RequestClock,
+        admit: impl FnOnce() -> ApiResult<()>,
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
         // Retries of a finished request are the common case in a retry storm: answer
-        // them without queueing behind the per-key lock.
+        // them from memory without queueing behind the per-key lock.
         if let Some(resp) = self.cached(scope, key, fingerprint).await? {
-            return Ok(Begun::Replay(resp));
-        }
-        if let Some(resp) = self.stored(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
         }
         let guard = self.in_flight.acquire(scope, key).await?;
         // Look again: the request we waited for may have just committed.
         if let Some(resp) = self.cached(scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
+        }
+        if let Err(limited) = admit() {
+            return match self.shared(scope, key, fingerprint).await? {
+                Some(resp) => Ok(Begun::Replay(resp)),
+                None => Err(limited),
+            };
         }
         if let Some(resp) = self.stored(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
@@ -688,6 +702,9 @@ async fn lookup(
     fingerprint: &[u8],
     ttl: Duration,
 ) -> ApiResult<Option<(Stored, Response)>> {
+    // The remaining life is counted from before the question: Postgres measured it
+    // at some instant after this one.
+    let asked = Instant::now();
     let record: Option<Record> = sqlx::query_as(
         "SELECT fingerprint, status_code, response_body,
                 GREATEST(0, EXTRACT(EPOCH FROM
@@ -713,7 +730,7 @@ async fn lookup(
         .unwrap_or_default()
         .min(RECENT_TTL);
     let stored = Stored {
-        expires: Instant::now() + life,
+        expires: asked + life,
         fingerprint: stored,
         status: status_code as u16,
         body,

@@ -179,13 +179,12 @@ async fn checkout_facts(
     db_now: DateTime<Utc>,
     owner: &UserId,
     order: &RedeemRequest,
-    read: OrderRead,
+    recorded: Option<(i64, String)>,
 ) -> Result<Checkout, sqlx::Error> {
-    let recorded = recorded_order(tx, owner, order, read).await?;
     let (discounted, same_campaign, max_per_order): (i64, i64, i32) = sqlx::query_as(
         "SELECT COALESCE(sum(r.discount_amount), 0)::bigint,
                 count(*) FILTER (WHERE v.campaign_id = $3),
-                (SELECT max_per_order FROM campaigns WHERE id = $3)
+                COALESCE((SELECT max_per_order FROM campaigns WHERE id = $3), 1)
          FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
          WHERE r.user_id = $1 AND r.order_id = $2 AND r.status = 'active'",
     )
@@ -278,27 +277,23 @@ async fn redeem(
 ) -> ApiResult<Response> {
     let code = VoucherCode::parse(&code)?;
     let user = &shopper.user;
-    // Rate-limited only as fresh work: a replay is never counted.
     let mut claim = match req
-        .begin(&state, &shopper.scope(), || {
-            validate(&req.body)?;
-            state.limits.check(user, ip)
-        })
+        .begin(
+            &state,
+            &shopper.scope(),
+            || state.limits.check(user, shopper.client_ip(ip)),
+            || validate(&req.body),
+        )
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(claim) => *claim,
     };
+    // The order first: a redemption queued behind another of the same order reads the
+    // voucher only once that one committed, so it names the reason a quote would.
+    let recorded = recorded_order(&mut claim.tx, user, &req.body, OrderRead::Lock).await?;
     let (voucher, db_now) = owned_voucher(&mut claim.tx, &code, user).await?;
-    let facts = checkout_facts(
-        &mut claim.tx,
-        &voucher,
-        db_now,
-        user,
-        &req.body,
-        OrderRead::Lock,
-    )
-    .await?;
+    let facts = checkout_facts(&mut claim.tx, &voucher, db_now, user, &req.body, recorded).await?;
     let discount = facts.decide()?;
     let redemption_id = Uuid::now_v7();
     // The guard: only an issued, unexpired voucher changes state. Of concurrent
@@ -407,9 +402,12 @@ pub struct Quote {
 async fn quote(
     State(state): State<AppState>,
     shopper: Shopper,
+    ClientIp(ip): ClientIp,
     Path(code): Path<String>,
     Query(params): Query<QuoteParams>,
 ) -> ApiResult<Json<Quote>> {
+    // Each quote is a transaction's worth of reads: limited like a redemption.
+    state.limits.check(&shopper.user, shopper.client_ip(ip))?;
     let order = RedeemRequest {
         order_id: params.order_id,
         order_amount: params.order_amount,
@@ -419,15 +417,8 @@ async fn quote(
     let code = VoucherCode::parse(&code)?;
     let mut tx = crate::begin(&state.db).await?;
     let (voucher, db_now) = owned_voucher(&mut tx, &code, &shopper.user).await?;
-    let facts = checkout_facts(
-        &mut tx,
-        &voucher,
-        db_now,
-        &shopper.user,
-        &order,
-        OrderRead::Look,
-    )
-    .await?;
+    let recorded = recorded_order(&mut tx, &shopper.user, &order, OrderRead::Look).await?;
+    let facts = checkout_facts(&mut tx, &voucher, db_now, &shopper.user, &order, recorded).await?;
     tx.rollback().await?;
     Ok(Json(match facts.decide() {
         Ok(discount) => Quote {
@@ -464,7 +455,12 @@ async fn rollback(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
     let user = &shopper.user;
     let mut claim = match req
-        .begin(&state, &shopper.scope(), || state.limits.check(user, ip))
+        .begin(
+            &state,
+            &shopper.scope(),
+            || state.limits.check(user, shopper.client_ip(ip)),
+            || Ok(()),
+        )
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),

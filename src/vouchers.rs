@@ -7,7 +7,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction, types::Json as DbJson};
+use sqlx::types::Json as DbJson;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -86,26 +86,6 @@ impl VoucherRow {
             order_id: self.order_id.clone(),
         }
     }
-}
-
-/// Inserts a freshly issued voucher inside the grab's transaction.
-pub async fn insert(tx: &mut Transaction<'_, Postgres>, v: &VoucherRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO vouchers (id, code, campaign_id, user_id, discount, min_order_amount,
-                               issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(v.id)
-    .bind(&v.code)
-    .bind(v.campaign_id)
-    .bind(&v.user_id)
-    .bind(&v.discount)
-    .bind(v.min_order_amount)
-    .bind(v.issued_at)
-    .bind(v.expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -613,3 +613,40 @@ fn concurrent_redemptions_and_rollbacks_never_overpay_an_order() {
         })
         .unwrap();
 }
+
+/// The order rule holds whatever isolation the database defaults to: an operator who
+/// sets `repeatable read` as the default must not let two racing redemptions both
+/// read the order's discounts from before the other committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_stays_exact_when_the_database_defaults_to_repeatable_read() {
+    let url = crate::helpers::isolated_database("repeatable_read").await;
+    let name = url.rsplit_once('/').unwrap().1.to_string();
+    let admin = crate::helpers::database_url();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let app = TestApp::spawn_with(RedisMode::None, &[("DATABASE_URL", &url)]).await;
+    let (_, t, user, codes) = holder_of(&app, 6, 6, fixed(50_000)).await;
+    let o = order("o-rr", 120_000);
+    // The order exists (its row committed), then the rest race for it.
+    assert_eq!(
+        redeem(&app, &t, &codes[0], &o).await.status,
+        StatusCode::CREATED
+    );
+    let answers = join_all(codes[1..].iter().map(|c| redeem(&app, &t, c, &o))).await;
+    let granted = 1 + answers
+        .iter()
+        .filter(|g| g.status == StatusCode::CREATED)
+        .count();
+    assert!(
+        granted <= 2,
+        "{granted} redemptions of 50,000 on an order of 120,000"
+    );
+    assert!(discounted(&app, &user, "o-rr").await <= 120_000);
+}

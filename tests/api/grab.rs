@@ -277,11 +277,15 @@ async fn a_failed_batch_fails_its_waiters_with_no_effect() {
             .map(|i| (token(&format!("{run}-{i}")), unique("k")))
             .collect();
         let first = join_all(users.iter().map(|(t, k)| app.grab(t, &campaign, k))).await;
+        // Sent and refused by Postgres (`service_unavailable`), or, with batches of
+        // one, still queued when their deadline passed (`overloaded`): either way a
+        // retryable 503 that wrote nothing.
         for g in &first {
-            assert_eq!(
-                (g.status, g.code()),
-                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
-                "{mode}"
+            assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE, "{mode}");
+            assert!(
+                ["service_unavailable", "overloaded"].contains(&g.code()),
+                "{mode}: {:?}",
+                g.body
             );
         }
         blocker.rollback().await.unwrap();
