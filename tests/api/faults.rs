@@ -271,3 +271,78 @@ async fn a_transaction_abandoned_while_beginning_leaves_its_connection_clean() {
         "the connection was lent inside a stray transaction"
     );
 }
+
+/// A migration that needs a table lock held by a long transaction waits for it only
+/// briefly at a time, so the requests queued behind it are not held for as long as
+/// that transaction lasts: a reader of the table, sent while the migration waits,
+/// is served within its own one-second lock bound. Then the migration completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_waiting_for_a_table_lock_does_not_hold_requests_behind_it() {
+    use sqlx::{Connection, Executor};
+    let url = crate::helpers::isolated_database("migration_table_lock").await;
+    let mut setup = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Back to the schema before migration 12, as a database not yet upgraded.
+    setup
+        .execute(
+            "DELETE FROM _sqlx_migrations WHERE version = 12;
+             DROP TABLE orders;
+             DROP INDEX redemptions_active_order_idx;
+             ALTER TABLE campaigns DROP CONSTRAINT campaigns_voucher_expires_after_ends,
+                 DROP CONSTRAINT campaigns_voucher_expiry_given,
+                 DROP COLUMN max_per_order, DROP COLUMN voucher_expires_at,
+                 ALTER COLUMN valid_for_seconds SET NOT NULL;",
+        )
+        .await
+        .unwrap();
+    // A long transaction (a report, an audit) holding the table.
+    let mut long = sqlx::PgConnection::connect(&url).await.unwrap();
+    long.execute("BEGIN; LOCK TABLE campaigns IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let env = std::collections::HashMap::from([
+        ("DATABASE_URL", url.clone()),
+        ("JWT_SECRET", crate::helpers::JWT_SECRET.to_string()),
+        ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.to_string()),
+    ]);
+    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let migrating = tokio::spawn(async move { voucherd::migrate(&settings).await });
+    // Wait until the migration queues for the table.
+    let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut queued = false;
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = 'voucherd-migrate' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(queued, "the migration never waited for the table");
+    let mut reader = sqlx::PgConnection::connect(&url).await.unwrap();
+    reader.execute("SET lock_timeout = '1s'").await.unwrap();
+    let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM campaigns")
+        .fetch_one(&mut reader)
+        .await;
+    assert!(
+        read.is_ok(),
+        "a reader was held behind the migration: {read:?}"
+    );
+    assert!(!migrating.is_finished());
+    long.execute("COMMIT").await.unwrap();
+    migrating
+        .await
+        .unwrap()
+        .expect("migrates once the table is free");
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE version = 12")
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+    assert_eq!(applied, 1);
+}
