@@ -20,10 +20,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
-    cache::Redis,
     deadline::RequestClock,
     error::{ApiError, ApiResult},
     json,
+    redis::Redis,
 };
 
 pub const HEADER: &str = "idempotency-key";

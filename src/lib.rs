@@ -22,6 +22,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod ops;
 pub mod redemptions;
+pub mod redis;
 pub mod server;
 pub mod telemetry;
 pub mod vouchers;
@@ -50,10 +51,11 @@ use tower_http::{
 
 use crate::{
     auth::AuthKeys,
-    cache::{CampaignCache, Redis},
+    cache::CampaignCache,
     config::Settings,
     error::{PROBLEM_JSON, problem_response},
     grab::Grabber,
+    redis::Redis,
 };
 
 pub const BODY_LIMIT: usize = 64 * 1024;
