@@ -537,7 +537,7 @@ async fn create(
 ) -> ApiResult<Response> {
     // One clock for validation and the default start, at the precision stored.
     let now = at_stored_precision(Utc::now());
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &Scope::admin(),
@@ -547,21 +547,21 @@ async fn create(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
     let id = CampaignId::new();
     let starts_at = req.body.starts_at.map_or(now, at_stored_precision);
-    let row = insert(&mut claim.tx, id, &req.body, starts_at).await?;
+    let row = insert(&mut reservation.tx, id, &req.body, starts_at).await?;
     let campaign = Campaign::new(&row, 0);
     let body = json_bytes(&campaign)?;
-    claim.complete(StatusCode::CREATED, &body).await?;
+    reservation.complete(StatusCode::CREATED, &body).await?;
     events::record(
-        &mut claim.tx,
+        &mut reservation.tx,
         EventType::CampaignCreated,
         &serde_json::json!({ "campaign": campaign }),
     )
     .await?;
-    claim.commit().await?;
+    reservation.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::CREATED, body))
 }
@@ -579,7 +579,7 @@ async fn update(
     req: Idempotent<UpdateCampaign>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &Scope::admin(),
@@ -589,22 +589,22 @@ async fn update(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
-    let row = apply_update(&mut claim.tx, id, &req.body)
+    let row = apply_update(&mut reservation.tx, id, &req.body)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let redeemed = count_redeemed(&mut *claim.tx, row.id).await?;
+    let redeemed = count_redeemed(&mut *reservation.tx, row.id).await?;
     let campaign = Campaign::new(&row, redeemed);
     let body = json_bytes(&campaign)?;
-    claim.complete(StatusCode::OK, &body).await?;
+    reservation.complete(StatusCode::OK, &body).await?;
     events::record(
-        &mut claim.tx,
+        &mut reservation.tx,
         EventType::CampaignUpdated,
         &serde_json::json!({ "campaign": campaign, "change": req.body }),
     )
     .await?;
-    claim.commit().await?;
+    reservation.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::OK, body))
 }
