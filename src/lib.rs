@@ -2,7 +2,6 @@
 //! shared state, the router and its middleware, start-up, serving and shutdown.
 
 pub mod auth;
-pub mod batch;
 pub mod cache;
 pub mod campaigns;
 pub mod checkout;
@@ -243,10 +242,10 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     // `grant_batch` with batches of one (one grant per transaction, the bench's
     // baseline), any writer free to serve the one hot campaign.
     let single = settings.grab_mode == config::GrabMode::Single;
-    let batcher = batch::Batcher::new(
+    let batcher = grab::writer::Batcher::new(
         db.clone(),
         dbwatch.clone(),
-        batch::BatchLimits {
+        grab::writer::BatchLimits {
             max_batch: if single { 1 } else { settings.grab_batch_max },
             connections: settings.grab_writer_connections,
             per_campaign: if single {
