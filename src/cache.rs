@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use sqlx::PgPool;
 
 use crate::{
-    campaigns::{self, CampaignRow},
+    campaigns::row::{self, CampaignRow},
     dbclock::DbClock,
     dbwatch::DbWatch,
     domain::{CampaignId, UserId},
@@ -164,7 +164,7 @@ impl CampaignCache {
             return Ok(Some(Arc::new(row)));
         }
         self.dbwatch.check()?;
-        let row = campaigns::fetch_measuring_clock(pool, id, &self.clock).await?;
+        let row = row::fetch_measuring_clock(pool, id, &self.clock).await?;
         if let (Some(redis), Some(row)) = (&self.redis, &row)
             && let Ok(json) = serde_json::to_string(row)
         {

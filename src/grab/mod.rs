@@ -24,7 +24,7 @@ use crate::{
     AppState,
     auth::User,
     cache::CampaignCache,
-    campaigns::CampaignRow,
+    campaigns::row::CampaignRow,
     dbwatch::DbWatch,
     deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},

@@ -28,7 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    campaigns::CampaignRow, dbwatch::DbWatch, deadline::RequestClock, error::ApiError,
+    campaigns::row::CampaignRow, dbwatch::DbWatch, deadline::RequestClock, error::ApiError,
     events::EventType, idempotency::InFlightGuard, vouchers::VoucherRow,
 };
 
