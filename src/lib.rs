@@ -31,8 +31,8 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    Extension, Router,
-    extract::{DefaultBodyLimit, Request},
+    Router,
+    extract::{DefaultBodyLimit, FromRef, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware,
     response::Response,
@@ -77,6 +77,13 @@ impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.0
+    }
+}
+
+/// The body deadline, for the extractor that reads request bodies.
+impl FromRef<AppState> for json::BodyDeadline {
+    fn from_ref(state: &AppState) -> Self {
+        json::BodyDeadline(state.settings.body_read_timeout)
     }
 }
 
@@ -316,7 +323,6 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::map_response(dress_errors))
                 .layer(cors)
                 .layer(middleware::from_fn_with_state(timeout, deadline::enforce))
-                .layer(Extension(json::BodyDeadline(state.settings.body_read_timeout)))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)

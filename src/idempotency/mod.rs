@@ -12,7 +12,7 @@ pub mod store;
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
+    extract::{FromRef, FromRequest, Request},
 };
 use serde::de::DeserializeOwned;
 
@@ -48,6 +48,7 @@ impl<S, T> FromRequest<S> for Idempotent<T>
 where
     S: Send + Sync,
     T: DeserializeOwned,
+    json::BodyDeadline: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -67,10 +68,7 @@ where
             .get::<RequestClock>()
             .cloned()
             .unwrap_or_default();
-        let deadline = req
-            .extensions()
-            .get::<json::BodyDeadline>()
-            .map_or(json::BodyDeadline::DEFAULT, |d| d.0);
+        let json::BodyDeadline(deadline) = json::BodyDeadline::from_ref(state);
         let declared_json = json::declares_json(req.headers());
         let bytes = tokio::time::timeout(deadline, Bytes::from_request(req, state))
             .await
