@@ -1,5 +1,76 @@
 //! voucherd: a flash-sale voucher service. This file wires the pieces together:
 //! shared state, the router and its middleware, start-up, serving and shutdown.
+//!
+//! # Layout
+//!
+//! Routes and what they do:
+//! - `grab`: the grab, `POST /v1/campaigns/{id}/claims`, and `Grabber`, which answers
+//!   what a campaign snapshot can refuse from memory and hands the rest to the writers.
+//!   - `grab::writer`: the grant writers: per-campaign queues, admission and shedding,
+//!     batch formation, and the one call of `grant_batch` that commits a batch.
+//! - `campaigns`: the admin routes (create, list, change, audit) and the public view,
+//!   with their request and response types and the writes behind them.
+//!   - `campaigns::row`: the campaign row and the rules it alone decides (status,
+//!     refusal, verdict, voucher terms and expiry), and reading a row; no routes.
+//! - `vouchers`: the wallet routes and the voucher rows they read.
+//! - `redemptions`: quoting, spending and rolling back a voucher at checkout.
+//! - `checkout`: the checkout rules as one pure function (`Checkout::decide`).
+//! - `events`: the transactional outbox, and the admin routes over its log and dead
+//!   letters.
+//! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
+//! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
+//!
+//! What every mutating route shares:
+//! - `idempotency`: the `Idempotent<T>` extractor (key, fingerprint, typed body) and
+//!   re-exports of the two halves below.
+//!   - `idempotency::key`: the pure half: key, scope, canonical JSON and path,
+//!     fingerprint.
+//!   - `idempotency::store`: the concurrent half: the store that reserves a key in the
+//!     effect's transaction (`Reservation`), in-flight waits, cached answers, purge.
+//! - `auth`: user JWTs, the admin token and order-service tokens, as extractors.
+//! - `limits`: per-user and per-IP rate limits, asked only of fresh work.
+//! - `json`: body and query parsing with problem+json rejections; the body deadline.
+//! - `error`: the one error type, its stable codes and its problem+json rendering.
+//! - `domain`: validated newtypes (ids, voucher codes, currencies, discounts).
+//!
+//! State and stores:
+//! - `cache`: campaign snapshots (in process, then Redis) and the holder filters that
+//!   let refusals be answered from memory.
+//! - `redis`: the Redis client: optional, time-bounded, behind a breaker.
+//! - `dbclock`: Postgres' clock as last measured, so memory judges time as Postgres.
+//! - `dbwatch`: whether Postgres answers now; refuses at once while it does not.
+//! - `maintenance`: the frequent vacuum of the hot `campaigns` table.
+//!
+//! Serving:
+//! - `server`: the connection loop: connection cap, head deadline, drain on shutdown.
+//! - `head`: checks each request head before hyper parses it (400, 431 as problem+json).
+//! - `keep_alive`: says `Connection: close` on answers after which the connection ends.
+//! - `deadline`: the whole-request deadline, and no 5xx once a commit was sent.
+//! - `config`: settings from the environment, validated at start-up.
+//! - `telemetry`: tracing set-up.
+//!
+//! # Where each grant rule lives
+//!
+//! Every grant, in both grab modes (`GRAB_MODE=single` is batches of one), is written
+//! by the SQL function `grant_batch`, whose live body is in
+//! `migrations/0010_grant_batch_launch_night.sql` (see `migrations/README.md`), called
+//! once, from `grab::writer`'s `commit`. Each rule has that one place:
+//! - the idempotency key (recorded with the grant's answer, or reported taken or busy):
+//!   `grant_batch`;
+//! - the per-user limit (`user_claims`, at most `per_user_limit` per user):
+//!   `grant_batch`;
+//! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
+//!   by `Grabber`, written there);
+//! - the stock decrement (`remaining`, never below zero): `grant_batch`;
+//! - pause and window (`paused`, `starts_at`, `ends_at`, by Postgres' clock):
+//!   `grant_batch`;
+//! - the `campaign.sold_out` event, once, by the batch that takes the last voucher:
+//!   `grant_batch`.
+//!
+//! Answered without Postgres, from a campaign snapshot: not open yet, paused, over or
+//! sold out, `campaigns::row::CampaignRow::verdict` (a refusal only; it never grants).
+//! The checkout rules (whether a voucher may be spent on an order, and for how much):
+//! `checkout::Checkout::decide`.
 
 pub mod auth;
 pub mod cache;
@@ -89,14 +160,25 @@ impl FromRef<AppState> for json::BodyDeadline {
 
 /// The shared handles themselves.
 pub struct Shared {
+    /// The request pool: every statement in it is bounded by `LOCK_TIMEOUT` and
+    /// `STATEMENT_TIMEOUT`, and runs READ COMMITTED.
     pub db: PgPool,
+    /// Whether Postgres answers now; routes that need it are refused at once while
+    /// it does not.
     pub dbwatch: dbwatch::DbWatch,
+    /// Per-user and per-IP rate limits, asked only once a request is fresh work.
     pub limits: limits::Limits,
+    /// Campaign snapshots and holder filters; serves reads and refusals, never grants.
     pub cache: CampaignCache,
+    /// Keys that check user JWTs, the admin token and the order services' tokens.
     pub auth: AuthKeys,
+    /// The idempotency store shared by every mutating route and the grab path.
     pub idempotency: idempotency::Store,
+    /// The grab path: snapshot refusals, then the grant writers.
     pub grabber: Grabber,
+    /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The validated settings the process started with; never change after start-up.
     pub settings: std::sync::Arc<Settings>,
 }
 
