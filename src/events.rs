@@ -189,12 +189,12 @@ async fn replay_dead_letter(
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::DeadLetterNotFound)?;
-    let mut claim = match req
+    let mut reservation = match req
         .begin(&state, &Scope::admin(), || Ok(()), || Ok(()))
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
     let event: Event = sqlx::query_as(
         "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = now(),
@@ -203,11 +203,11 @@ async fn replay_dead_letter(
          RETURNING id, seq, type, occurred_at, data",
     )
     .bind(id)
-    .fetch_optional(&mut *claim.tx)
+    .fetch_optional(&mut *reservation.tx)
     .await?
     .ok_or(ApiError::DeadLetterNotFound)?;
     let body = serde_json::to_vec(&event).map_err(ApiError::internal)?;
-    claim.complete(StatusCode::ACCEPTED, &body).await?;
-    claim.commit().await?;
+    reservation.complete(StatusCode::ACCEPTED, &body).await?;
+    reservation.commit().await?;
     Ok(json_bytes_response(StatusCode::ACCEPTED, body))
 }

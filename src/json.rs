@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 
-/// The whole-body deadline (`BODY_READ_TIMEOUT`), put in each request's extensions
-/// by the app: a body still arriving when it passes is refused with 408, so a client
-/// sending a byte at a time cannot hold a request open.
+/// The whole-body deadline (`BODY_READ_TIMEOUT`), read from the shared state
+/// (`FromRef<AppState>`) by the extractor that reads bodies: a body still arriving
+/// when it passes is refused with 408, so a client sending a byte at a time cannot
+/// hold a request open.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub std::time::Duration);
 

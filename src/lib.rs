@@ -1,8 +1,78 @@
 //! voucherd: a flash-sale voucher service. This file wires the pieces together:
 //! shared state, the router and its middleware, start-up, serving and shutdown.
+//!
+//! # Layout
+//!
+//! Routes and what they do:
+//! - `grab`: the grab, `POST /v1/campaigns/{id}/claims`, and `Grabber`, which answers
+//!   what a campaign snapshot can refuse from memory and hands the rest to the writers.
+//!   - `grab::writer`: the grant writers: per-campaign queues, admission and shedding,
+//!     batch formation, and the one call of `grant_batch` that commits a batch.
+//! - `campaigns`: the admin routes (create, list, change, audit) and the public view,
+//!   with their request and response types and the writes behind them.
+//!   - `campaigns::row`: the campaign row and the rules it alone decides (status,
+//!     refusal, verdict, voucher terms and expiry), and reading a row; no routes.
+//! - `vouchers`: the wallet routes and the voucher rows they read.
+//! - `redemptions`: quoting, spending and rolling back a voucher at checkout.
+//! - `checkout`: the checkout rules as one pure function (`Checkout::decide`).
+//! - `events`: the transactional outbox, and the admin routes over its log and dead
+//!   letters.
+//! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
+//! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
+//!
+//! What every mutating route shares:
+//! - `idempotency`: the `Idempotent<T>` extractor (key, fingerprint, typed body) and
+//!   re-exports of the two halves below.
+//!   - `idempotency::key`: the pure half: key, scope, canonical JSON and path,
+//!     fingerprint.
+//!   - `idempotency::store`: the concurrent half: the store that reserves a key in the
+//!     effect's transaction (`Reservation`), in-flight waits, cached answers, purge.
+//! - `auth`: user JWTs, the admin token and order-service tokens, as extractors.
+//! - `limits`: per-user and per-IP rate limits, asked only of fresh work.
+//! - `json`: body and query parsing with problem+json rejections; the body deadline.
+//! - `error`: the one error type, its stable codes and its problem+json rendering.
+//! - `domain`: validated newtypes (ids, voucher codes, currencies, discounts).
+//!
+//! State and stores:
+//! - `cache`: campaign snapshots (in process, then Redis) and the holder filters that
+//!   let refusals be answered from memory.
+//! - `redis`: the Redis client: optional, time-bounded, behind a breaker.
+//! - `dbclock`: Postgres' clock as last measured, so memory judges time as Postgres.
+//! - `dbwatch`: whether Postgres answers now; refuses at once while it does not.
+//! - `maintenance`: the frequent vacuum of the hot `campaigns` table.
+//!
+//! Serving:
+//! - `server`: the connection loop: connection cap, head deadline, drain on shutdown.
+//! - `head`: checks each request head before hyper parses it (400, 431 as problem+json).
+//! - `keep_alive`: says `Connection: close` on answers after which the connection ends.
+//! - `deadline`: the whole-request deadline, and no 5xx once a commit was sent.
+//! - `config`: settings from the environment, validated at start-up.
+//! - `telemetry`: tracing set-up.
+//!
+//! # Where each grant rule lives
+//!
+//! Every grant, in both grab modes (`GRAB_MODE=single` is batches of one), is written
+//! by the SQL function `grant_batch`, whose live body is in
+//! `migrations/0010_grant_batch_launch_night.sql` (see `migrations/README.md`), called
+//! once, from `grab::writer`'s `commit`. Each rule has that one place:
+//! - the idempotency key (recorded with the grant's answer, or reported taken or busy):
+//!   `grant_batch`;
+//! - the per-user limit (`user_claims`, at most `per_user_limit` per user):
+//!   `grant_batch`;
+//! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
+//!   by `Grabber`, written there);
+//! - the stock decrement (`remaining`, never below zero): `grant_batch`;
+//! - pause and window (`paused`, `starts_at`, `ends_at`, by Postgres' clock):
+//!   `grant_batch`;
+//! - the `campaign.sold_out` event, once, by the batch that takes the last voucher:
+//!   `grant_batch`.
+//!
+//! Answered without Postgres, from a campaign snapshot: not open yet, paused, over or
+//! sold out, `campaigns::row::CampaignRow::verdict` (a refusal only; it never grants).
+//! The checkout rules (whether a voucher may be spent on an order, and for how much):
+//! `checkout::Checkout::decide`.
 
 pub mod auth;
-pub mod batch;
 pub mod cache;
 pub mod campaigns;
 pub mod checkout;
@@ -22,6 +92,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod ops;
 pub mod redemptions;
+pub mod redis;
 pub mod server;
 pub mod telemetry;
 pub mod vouchers;
@@ -31,8 +102,8 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    Extension, Router,
-    extract::{DefaultBodyLimit, Request},
+    Router,
+    extract::{DefaultBodyLimit, FromRef, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware,
     response::Response,
@@ -50,10 +121,11 @@ use tower_http::{
 
 use crate::{
     auth::AuthKeys,
-    cache::{CampaignCache, Redis},
+    cache::CampaignCache,
     config::Settings,
     error::{PROBLEM_JSON, problem_response},
     grab::Grabber,
+    redis::Redis,
 };
 
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -79,16 +151,34 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The body deadline, for the extractor that reads request bodies.
+impl FromRef<AppState> for json::BodyDeadline {
+    fn from_ref(state: &AppState) -> Self {
+        json::BodyDeadline(state.settings.body_read_timeout)
+    }
+}
+
 /// The shared handles themselves.
 pub struct Shared {
+    /// The request pool: every statement in it is bounded by `LOCK_TIMEOUT` and
+    /// `STATEMENT_TIMEOUT`, and runs READ COMMITTED.
     pub db: PgPool,
+    /// Whether Postgres answers now; routes that need it are refused at once while
+    /// it does not.
     pub dbwatch: dbwatch::DbWatch,
+    /// Per-user and per-IP rate limits, asked only once a request is fresh work.
     pub limits: limits::Limits,
+    /// Campaign snapshots and holder filters; serves reads and refusals, never grants.
     pub cache: CampaignCache,
+    /// Keys that check user JWTs, the admin token and the order services' tokens.
     pub auth: AuthKeys,
+    /// The idempotency store shared by every mutating route and the grab path.
     pub idempotency: idempotency::Store,
+    /// The grab path: snapshot refusals, then the grant writers.
     pub grabber: Grabber,
+    /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The validated settings the process started with; never change after start-up.
     pub settings: std::sync::Arc<Settings>,
 }
 
@@ -241,10 +331,10 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     // `grant_batch` with batches of one (one grant per transaction, the bench's
     // baseline), any writer free to serve the one hot campaign.
     let single = settings.grab_mode == config::GrabMode::Single;
-    let batcher = batch::Batcher::new(
+    let batcher = grab::writer::Batcher::new(
         db.clone(),
         dbwatch.clone(),
-        batch::BatchLimits {
+        grab::writer::BatchLimits {
             max_batch: if single { 1 } else { settings.grab_batch_max },
             connections: settings.grab_writer_connections,
             per_campaign: if single {
@@ -315,7 +405,6 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::map_response(dress_errors))
                 .layer(cors)
                 .layer(middleware::from_fn_with_state(timeout, deadline::enforce))
-                .layer(Extension(json::BodyDeadline(state.settings.body_read_timeout)))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)

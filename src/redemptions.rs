@@ -24,7 +24,7 @@ use crate::{
     domain::{Currency, UserId, VoucherCode},
     error::{ApiError, ApiResult, FieldError},
     events::{self, EventType},
-    idempotency::{Begun, Claim, Idempotent, json_bytes_response},
+    idempotency::{Begun, Idempotent, Reservation, json_bytes_response},
     json::{EmptyBody, Query},
     limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
@@ -235,14 +235,14 @@ async fn owned_voucher(
 
 /// Commits the effect with its stored response and event.
 async fn finish(
-    mut claim: Claim,
+    mut reservation: Reservation,
     status: StatusCode,
     kind: EventType,
     response: &RedemptionResponse,
     shopper: &Shopper,
 ) -> ApiResult<Response> {
     let body = serde_json::to_vec(response).map_err(ApiError::internal)?;
-    claim.complete(status, &body).await?;
+    reservation.complete(status, &body).await?;
     let mut data = serde_json::json!({
         "redemption": response.redemption,
         "voucher": response.voucher,
@@ -252,8 +252,8 @@ async fn finish(
         // Who acted for the user: the order service, named.
         data["actor"] = serde_json::json!({ "service": service });
     }
-    events::record(&mut claim.tx, kind, &data).await?;
-    claim.commit().await?;
+    events::record(&mut reservation.tx, kind, &data).await?;
+    reservation.commit().await?;
     Ok(json_bytes_response(status, body))
 }
 
@@ -277,7 +277,7 @@ async fn redeem(
 ) -> ApiResult<Response> {
     let code = VoucherCode::parse(&code)?;
     let user = &shopper.user;
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &shopper.scope(),
@@ -287,13 +287,21 @@ async fn redeem(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
     // The order first: a redemption queued behind another of the same order reads the
     // voucher only once that one committed, so it names the reason a quote would.
-    let recorded = recorded_order(&mut claim.tx, user, &req.body, OrderRead::Lock).await?;
-    let (voucher, db_now) = owned_voucher(&mut claim.tx, &code, user).await?;
-    let facts = checkout_facts(&mut claim.tx, &voucher, db_now, user, &req.body, recorded).await?;
+    let recorded = recorded_order(&mut reservation.tx, user, &req.body, OrderRead::Lock).await?;
+    let (voucher, db_now) = owned_voucher(&mut reservation.tx, &code, user).await?;
+    let facts = checkout_facts(
+        &mut reservation.tx,
+        &voucher,
+        db_now,
+        user,
+        &req.body,
+        recorded,
+    )
+    .await?;
     let discount = facts.decide()?;
     let redemption_id = Uuid::now_v7();
     // The guard: only an issued, unexpired voucher changes state. Of concurrent
@@ -307,12 +315,12 @@ async fn redeem(
     .bind(voucher.id)
     .bind(&req.body.order_id)
     .bind(redemption_id)
-    .fetch_optional(&mut *claim.tx)
+    .fetch_optional(&mut *reservation.tx)
     .await?;
     let Some(updated) = updated else {
         // Redeemed by another order since it was read: name the reason the rules give
         // for the voucher as it is now.
-        let (current, db_now) = owned_voucher(&mut claim.tx, &code, user).await?;
+        let (current, db_now) = owned_voucher(&mut reservation.tx, &code, user).await?;
         let now_facts = Checkout {
             voucher_redeemed: current.status == "redeemed",
             voucher_expires_at: current.expires_at,
@@ -337,7 +345,7 @@ async fn redeem(
     .bind(req.body.order_amount)
     .bind(req.body.currency.as_str())
     .bind(discount)
-    .fetch_one(&mut *claim.tx)
+    .fetch_one(&mut *reservation.tx)
     .await
     .map_err(|e| match &e {
         // The index that keeps one live redemption per voucher: the guard above
@@ -355,7 +363,7 @@ async fn redeem(
         voucher: updated.view(db_now),
     };
     finish(
-        claim,
+        reservation,
         StatusCode::CREATED,
         EventType::VoucherRedeemed,
         &response,
@@ -454,7 +462,7 @@ async fn rollback(
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::RedemptionNotFound)?;
     let user = &shopper.user;
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &shopper.scope(),
@@ -464,7 +472,7 @@ async fn rollback(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
     let row: Option<RedemptionRow> = sqlx::query_as(
         "UPDATE redemptions SET status = 'rolled_back', rolled_back_at = now()
@@ -473,7 +481,7 @@ async fn rollback(
     )
     .bind(id)
     .bind(user.as_str())
-    .fetch_optional(&mut *claim.tx)
+    .fetch_optional(&mut *reservation.tx)
     .await?;
     let Some(row) = row else {
         let exists: bool = sqlx::query_scalar(
@@ -481,7 +489,7 @@ async fn rollback(
         )
         .bind(id)
         .bind(user.as_str())
-        .fetch_one(&mut *claim.tx)
+        .fetch_one(&mut *reservation.tx)
         .await?;
         return Err(if exists {
             ApiError::RedemptionAlreadyRolledBack
@@ -497,14 +505,14 @@ async fn rollback(
     )
     .bind(row.voucher_id)
     .bind(row.id)
-    .fetch_one(&mut *claim.tx)
+    .fetch_one(&mut *reservation.tx)
     .await?;
     let response = RedemptionResponse {
         redemption: Redemption::from(&row),
         voucher: voucher.view(Utc::now()),
     };
     finish(
-        claim,
+        reservation,
         StatusCode::OK,
         EventType::RedemptionRolledBack,
         &response,

@@ -1,5 +1,8 @@
 //! Campaigns: the admin routes that create, list, change and audit them, the public
-//! read-only view, and their persistence.
+//! read-only view, their request and response types, and the writes behind them. The
+//! row and the rules it decides live in `row`, importable without these routes.
+
+pub mod row;
 
 use std::sync::Arc;
 
@@ -12,15 +15,16 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction, types::Json as DbJson};
+use sqlx::{Postgres, Transaction, types::Json as DbJson};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+pub use row::{CampaignRow, CampaignStatus, VoucherTerms, fetch, fetch_measuring_clock};
 
 use crate::{
     AppState,
     auth::Admin,
-    dbclock::DbClock,
-    domain::{CampaignId, Discount},
+    domain::CampaignId,
     error::{ApiError, ApiResult, FieldError},
     events::{self, EventType},
     idempotency::{Begun, Idempotent, Scope, json_bytes_response},
@@ -35,154 +39,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/campaigns/{id}", get(public_get))
 }
 
-/// A campaign row as stored. Serialisable so the cache can share it through Redis.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
-pub struct CampaignRow {
-    pub id: Uuid,
-    pub name: String,
-    pub total_stock: i64,
-    pub remaining: i64,
-    pub issued: i64,
-    pub per_user_limit: i32,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub paused: bool,
-    pub discount: DbJson<Discount>,
-    pub min_order_amount: i64,
-    /// How long a voucher lives from its grant; `None` when only
-    /// `voucher_expires_at` bounds it.
-    pub valid_for_seconds: Option<i32>,
-    /// The instant every voucher of the campaign expires at the latest.
-    #[serde(default)]
-    pub voucher_expires_at: Option<DateTime<Utc>>,
-    /// Vouchers of this campaign one order may take (1 to 100).
-    #[serde(default = "one")]
-    pub max_per_order: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// `max_per_order` of a snapshot cached before the column existed.
-fn one() -> i32 {
-    1
-}
-
 #[derive(sqlx::FromRow)]
 struct ListedRow {
     #[sqlx(flatten)]
     row: CampaignRow,
     redeemed: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignStatus {
-    Scheduled,
-    Active,
-    Paused,
-    SoldOut,
-    Ended,
-}
-
-impl CampaignRow {
-    /// Time decides first (a campaign that has ended is `ended` even if paused), then
-    /// the pause, then stock.
-    pub fn status(&self, now: DateTime<Utc>) -> CampaignStatus {
-        if now < self.starts_at {
-            CampaignStatus::Scheduled
-        } else if now >= self.ends_at {
-            CampaignStatus::Ended
-        } else if self.paused {
-            CampaignStatus::Paused
-        } else if self.remaining == 0 {
-            CampaignStatus::SoldOut
-        } else {
-            CampaignStatus::Active
-        }
-    }
-
-    /// The refusal this state implies for a grab, if any.
-    pub fn refusal(&self, now: DateTime<Utc>) -> Option<ApiError> {
-        match self.status(now) {
-            CampaignStatus::Active => None,
-            CampaignStatus::SoldOut => Some(ApiError::SoldOut),
-            CampaignStatus::Scheduled => Some(ApiError::CampaignNotActive("not open yet")),
-            CampaignStatus::Paused => Some(ApiError::CampaignNotActive("paused")),
-            CampaignStatus::Ended => Some(ApiError::CampaignNotActive("over")),
-        }
-    }
-
-    /// What this snapshot lets a grab be told without Postgres, given bounds on
-    /// Postgres' clock now (`None`: not measured). `None` when only Postgres can
-    /// decide: the campaign looks open, or the clock is too close to `starts_at` or
-    /// `ends_at` to call. Otherwise the refusal, and whether the caller might be a
-    /// holder replaying a grant (a campaign not open yet has no holders).
-    pub fn verdict(
-        &self,
-        db_now: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    ) -> Option<(ApiError, bool)> {
-        let (earliest, latest) = db_now?;
-        // A grant whose transaction began just before `ends_at` may still commit for
-        // a few seconds (the statement bound): only past that is "over" final.
-        let surely_over = self.ends_at + chrono::Duration::from_std(crate::STATEMENT_BOUND).ok()?;
-        if latest < self.starts_at {
-            Some((ApiError::CampaignNotActive("not open yet"), false))
-        } else if earliest >= surely_over {
-            Some((ApiError::CampaignNotActive("over"), true))
-        } else if earliest < self.starts_at || latest >= self.ends_at {
-            None
-        } else if self.paused {
-            Some((ApiError::CampaignNotActive("paused"), true))
-        } else if self.remaining <= 0 {
-            Some((ApiError::SoldOut, true))
-        } else {
-            None
-        }
-    }
-
-    fn terms(&self) -> VoucherTerms {
-        VoucherTerms {
-            discount: self.discount.0.clone(),
-            min_order_amount: self.min_order_amount,
-            valid_for_seconds: self.valid_for_seconds,
-            expires_at: self.voucher_expires_at,
-        }
-    }
-
-    /// When a voucher granted at `issued_at` expires: the earlier of its relative and
-    /// its absolute expiry (validation guarantees at least one).
-    pub fn voucher_expiry(&self, issued_at: DateTime<Utc>) -> DateTime<Utc> {
-        let relative = self
-            .valid_for_seconds
-            .map(|s| issued_at + chrono::Duration::seconds(s.into()));
-        match (relative, self.voucher_expires_at) {
-            (Some(r), Some(a)) => r.min(a),
-            (Some(r), None) => r,
-            (None, Some(a)) => a,
-            // Unreachable through the API (a table constraint too): the shortest term.
-            (None, None) => issued_at + chrono::Duration::seconds(60),
-        }
-    }
-}
-
-/// The voucher every grant of a campaign issues.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VoucherTerms {
-    pub discount: Discount,
-    /// Smallest order, in minor units of the discount's currency, the voucher applies to.
-    #[serde(default)]
-    #[schema(minimum = 0)]
-    pub min_order_amount: i64,
-    /// How long an issued voucher stays redeemable (60 to 31536000). At least one of
-    /// `valid_for_seconds` and `expires_at` is required; with both, the earlier wins.
-    #[serde(default)]
-    #[schema(minimum = 60, maximum = 31_536_000)]
-    pub valid_for_seconds: Option<i32>,
-    /// The instant every voucher expires at the latest; later than the campaign's
-    /// `ends_at`.
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A campaign as admins see it, with exact counters from Postgres.
@@ -409,40 +270,6 @@ fn validate_update(u: &UpdateCampaign) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads one campaign straight from Postgres.
-pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await
-}
-
-#[derive(sqlx::FromRow)]
-struct Timed {
-    #[sqlx(flatten)]
-    row: CampaignRow,
-    db_now: DateTime<Utc>,
-}
-
-/// Reads one campaign straight from Postgres, and Postgres' clock with it.
-pub async fn fetch_measuring_clock(
-    pool: &PgPool,
-    id: CampaignId,
-    clock: &DbClock,
-) -> Result<Option<CampaignRow>, sqlx::Error> {
-    let sent = std::time::Instant::now();
-    let timed: Option<Timed> =
-        sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
-            .bind(id.0)
-            .fetch_optional(pool)
-            .await?;
-    let received = std::time::Instant::now();
-    Ok(timed.map(|t| {
-        clock.record(sent, t.db_now, received);
-        t.row
-    }))
-}
-
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     id: CampaignId,
@@ -537,7 +364,7 @@ async fn create(
 ) -> ApiResult<Response> {
     // One clock for validation and the default start, at the precision stored.
     let now = at_stored_precision(Utc::now());
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &Scope::admin(),
@@ -547,21 +374,21 @@ async fn create(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
     let id = CampaignId::new();
     let starts_at = req.body.starts_at.map_or(now, at_stored_precision);
-    let row = insert(&mut claim.tx, id, &req.body, starts_at).await?;
+    let row = insert(&mut reservation.tx, id, &req.body, starts_at).await?;
     let campaign = Campaign::new(&row, 0);
     let body = json_bytes(&campaign)?;
-    claim.complete(StatusCode::CREATED, &body).await?;
+    reservation.complete(StatusCode::CREATED, &body).await?;
     events::record(
-        &mut claim.tx,
+        &mut reservation.tx,
         EventType::CampaignCreated,
         &serde_json::json!({ "campaign": campaign }),
     )
     .await?;
-    claim.commit().await?;
+    reservation.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::CREATED, body))
 }
@@ -579,7 +406,7 @@ async fn update(
     req: Idempotent<UpdateCampaign>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
-    let mut claim = match req
+    let mut reservation = match req
         .begin(
             &state,
             &Scope::admin(),
@@ -589,22 +416,22 @@ async fn update(
         .await?
     {
         Begun::Replay(resp) => return Ok(resp),
-        Begun::Fresh(claim) => *claim,
+        Begun::Fresh(reservation) => *reservation,
     };
-    let row = apply_update(&mut claim.tx, id, &req.body)
+    let row = apply_update(&mut reservation.tx, id, &req.body)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let redeemed = count_redeemed(&mut *claim.tx, row.id).await?;
+    let redeemed = count_redeemed(&mut *reservation.tx, row.id).await?;
     let campaign = Campaign::new(&row, redeemed);
     let body = json_bytes(&campaign)?;
-    claim.complete(StatusCode::OK, &body).await?;
+    reservation.complete(StatusCode::OK, &body).await?;
     events::record(
-        &mut claim.tx,
+        &mut reservation.tx,
         EventType::CampaignUpdated,
         &serde_json::json!({ "campaign": campaign, "change": req.body }),
     )
     .await?;
-    claim.commit().await?;
+    reservation.commit().await?;
     state.cache.invalidate(id).await;
     Ok(json_bytes_response(StatusCode::OK, body))
 }

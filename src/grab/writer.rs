@@ -28,7 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    campaigns::CampaignRow, dbwatch::DbWatch, deadline::RequestClock, error::ApiError,
+    campaigns::row::CampaignRow, dbwatch::DbWatch, deadline::RequestClock, error::ApiError,
     events::EventType, idempotency::InFlightGuard, vouchers::VoucherRow,
 };
 
@@ -447,9 +447,10 @@ async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pend
 /// What `grant_batch` reports (grabs numbered from 1 in batch order).
 #[derive(sqlx::FromRow)]
 struct BatchResult {
-    /// Grabs whose key was claimed by this batch.
+    /// Grabs whose key this batch reserved (recorded with its grant); the name is
+    /// the function's output column (migration 0010).
     o_claimed: Vec<i32>,
-    /// Claimed grabs within their user's limit, in batch order.
+    /// Reserved grabs within their user's limit, in batch order.
     o_eligible: Vec<i32>,
     /// How many of `o_eligible`, from the front, were granted.
     o_granted: i32,
@@ -528,7 +529,7 @@ fn outcomes(r: &BatchResult, n: usize) -> Vec<Settled> {
         "ended" => ApiError::CampaignNotActive("over"),
         _ => ApiError::SoldOut,
     };
-    // Every grab is in exactly one of taken, busy or claimed.
+    // Every grab is in exactly one of taken, busy or reserved.
     let mut outcome: Vec<Settled> = (0..n)
         .map(|_| Settled::Refused(refusal.clone_refusal()))
         .collect();
@@ -540,7 +541,8 @@ fn outcomes(r: &BatchResult, n: usize) -> Vec<Settled> {
         outcome[i] = Settled::Refused(ApiError::IdempotencyKeyInUse);
     }
     let eligible: HashSet<i32> = r.o_eligible.iter().copied().collect();
-    for i in r.o_claimed.iter().filter(|i| !eligible.contains(i)) {
+    let reserved = &r.o_claimed;
+    for i in reserved.iter().filter(|i| !eligible.contains(i)) {
         if let Some(i) = at(*i) {
             outcome[i] = Settled::Refused(ApiError::LimitReached);
         }

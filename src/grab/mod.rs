@@ -1,7 +1,9 @@
 //! The grab: `POST /v1/campaigns/{id}/claims`. Everything that decides a grant sits
 //! behind `Grabber::grab`: refusals from the campaign snapshot, then the grant
-//! writers (`batch`), whose one call of `grant_batch` holds every grant rule
+//! writers (`writer`), whose one call of `grant_batch` holds every grant rule
 //! (`GRAB_MODE=single` is the same path with batches of one).
+
+pub mod writer;
 
 use axum::{
     Router,
@@ -21,9 +23,8 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::User,
-    batch::{Batcher, Prepared, Settled},
     cache::CampaignCache,
-    campaigns::CampaignRow,
+    campaigns::row::CampaignRow,
     dbwatch::DbWatch,
     deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},
@@ -33,6 +34,7 @@ use crate::{
     limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
 };
+use writer::{Batcher, Prepared, Settled};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/campaigns/{id}/claims", post(claim))
