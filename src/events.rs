@@ -3,11 +3,10 @@
 //! dead letters here.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,8 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -24,14 +25,12 @@ use crate::{
     json::{EmptyBody, Query},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/events", get(list))
-        .route("/v1/admin/webhooks/dead-letters", get(dead_letters))
-        .route(
-            "/v1/admin/webhooks/dead-letters/{id}/replay",
-            post(replay_dead_letter),
-        )
+/// The event log and dead-letter routes, each registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(dead_letters))
+        .routes(routes!(replay_dead_letter))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

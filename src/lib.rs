@@ -99,6 +99,8 @@ pub mod vouchers;
 pub mod webhooks;
 
 use std::{str::FromStr, time::Duration};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use anyhow::Context;
 use axum::{
@@ -372,22 +374,45 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     })))
 }
 
+/// Every route of the API, each module's router registering its handlers with their
+/// documentation: the served router and the OpenAPI document (`ops::document`) come
+/// from this one list, so no route is served undocumented.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let (answering, needing_postgres) = route_groups();
+    OpenApiRouter::with_openapi(ops::ApiDoc::openapi())
+        .merge(answering)
+        .merge(needing_postgres)
+}
+
+/// The routes in two groups: those answered whatever Postgres' state (from the
+/// campaign snapshot, the replay cache, or about the service itself), and those that
+/// always need Postgres, refused at once while it is down.
+fn route_groups() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let answering = OpenApiRouter::new()
+        .merge(campaigns::router())
+        .merge(grab::router())
+        .merge(ops::router());
+    let needing_postgres = OpenApiRouter::new()
+        .merge(vouchers::router())
+        .merge(redemptions::router())
+        .merge(events::router());
+    (answering, needing_postgres)
+}
+
 /// The whole HTTP application. Separate from serving so tests can bind port 0.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let cors = cors(&state.settings.cors_allowed_origins);
     let timeout = state.settings.request_timeout;
+    let (answering, needing_postgres) = route_groups();
+    let (answering, _) = answering.split_for_parts();
+    let (needing_postgres, _) = needing_postgres.split_for_parts();
     Router::new()
-        .merge(campaigns::router())
-        .merge(grab::router())
+        .merge(answering)
         .merge(
-            // Routes that always need Postgres: refused at once while it is down.
-            vouchers::router()
-                .merge(redemptions::router())
-                .merge(events::router())
+            needing_postgres
                 .route_layer(middleware::from_fn_with_state(state.clone(), dbwatch::gate)),
         )
-        .merge(ops::router())
         .fallback(not_found)
         .layer(middleware::from_fn(ops::track_http))
         .layer(

@@ -5,7 +5,7 @@
 use std::{sync::OnceLock, time::Instant};
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{MatchedPath, Request, State},
     http::{StatusCode, header},
     middleware::Next,
@@ -19,20 +19,14 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "voucherd", description = "Flash-sale voucher service. Every POST and PATCH needs an `Idempotency-Key`; errors are `application/problem+json` with a stable `code`."),
-    paths(
-        crate::campaigns::create, crate::campaigns::list, crate::campaigns::admin_get,
-        crate::campaigns::update, crate::campaigns::audit, crate::campaigns::public_get,
-        crate::grab::claim, crate::vouchers::list, crate::vouchers::get_one,
-        crate::redemptions::redeem, crate::redemptions::quote, crate::redemptions::rollback,
-        crate::events::list, crate::events::dead_letters, crate::events::replay_dead_letter,
-        healthz, readyz,
-    ),
-    modifiers(&Security, &Problems),
+    modifiers(&Security),
     tags((name = "admin"), (name = "public"), (name = "users"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -171,10 +165,11 @@ impl Modify for Problems {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+/// Health and readiness (documented), metrics and the documents themselves.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
@@ -342,6 +337,18 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document: the routes' own annotations, gathered as each module's
+/// router registers them (so no route is served undocumented), with the shared
+/// errors added to every operation. Built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, mut document) = crate::routes().split_for_parts();
+        Problems.modify(&mut document);
+        document
+    })
+}
+
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
 }

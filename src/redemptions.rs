@@ -5,17 +5,18 @@
 //! conditional update on its state, never read-then-write.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -30,11 +31,12 @@ use crate::{
     vouchers::{Voucher, VoucherRow},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/vouchers/{code}/redemptions", post(redeem))
-        .route("/v1/vouchers/{code}/quote", get(quote))
-        .route("/v1/redemptions/{id}/rollback", post(rollback))
+/// The checkout routes, each registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(redeem))
+        .routes(routes!(quote))
+        .routes(routes!(rollback))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

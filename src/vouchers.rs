@@ -1,15 +1,16 @@
 //! Vouchers: the caller's wallet routes and the voucher rows they read.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as DbJson;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -19,10 +20,11 @@ use crate::{
     json::{self, Query},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/me/vouchers", get(list))
-        .route("/v1/me/vouchers/{code}", get(get_one))
+/// The wallet routes, each registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -7,11 +7,10 @@ pub mod row;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub use row::{CampaignRow, CampaignStatus, VoucherTerms, fetch, fetch_measuring_clock};
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -31,12 +32,13 @@ use crate::{
     json::{self, Query},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/campaigns", get(list).post(create))
-        .route("/v1/admin/campaigns/{id}", get(admin_get).patch(update))
-        .route("/v1/admin/campaigns/{id}/audit", get(audit))
-        .route("/v1/campaigns/{id}", get(public_get))
+/// The campaign routes, each registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(admin_get, update))
+        .routes(routes!(audit))
+        .routes(routes!(public_get))
 }
 
 #[derive(sqlx::FromRow)]

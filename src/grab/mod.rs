@@ -6,11 +6,9 @@
 pub mod writer;
 
 use axum::{
-    Router,
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::post,
 };
 use std::sync::Arc;
 
@@ -19,6 +17,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -36,8 +36,9 @@ use crate::{
 };
 use writer::{Batcher, Prepared, Settled};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/campaigns/{id}/claims", post(claim))
+/// The grab route, registered with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(claim))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
