@@ -32,7 +32,7 @@ fn redis_key(id: CampaignId) -> String {
 /// grab cannot be a replay and is refused from memory; a false positive (1 in 100)
 /// costs one indexed read of the key, never a wrong answer. About 1.2 bytes per
 /// holder, so ten million holders fit in 12 MiB, built a page at a time.
-pub struct Holders(fastbloom::BloomFilter);
+pub(crate) struct Holders(fastbloom::BloomFilter);
 
 /// The filter's false-positive rate.
 const HOLDERS_FALSE_POSITIVES: f64 = 0.01;
@@ -46,23 +46,23 @@ const HOLDERS_MEMORY: u64 = 256 * 1024 * 1024;
 impl Holders {
     /// An empty filter sized for up to `holders` users (a campaign's `issued` bounds
     /// its holders).
-    pub fn sized_for(holders: u64) -> Self {
+    pub(crate) fn sized_for(holders: u64) -> Self {
         Holders(
             fastbloom::BloomFilter::with_false_pos(HOLDERS_FALSE_POSITIVES)
                 .expected_items(holders.max(1) as usize),
         )
     }
 
-    pub fn insert(&mut self, user: &str) {
+    pub(crate) fn insert(&mut self, user: &str) {
         self.0.insert(user);
     }
 
-    pub fn contains(&self, user: &UserId) -> bool {
+    pub(crate) fn contains(&self, user: &UserId) -> bool {
         self.0.contains(user.as_str())
     }
 
     /// The filter's memory.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.0.num_bits() / 8
     }
 

@@ -92,7 +92,11 @@ impl DbWatch {
 }
 
 /// Route layer for routes that always need Postgres.
-pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> ApiResult<Response> {
+pub(crate) async fn gate(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> ApiResult<Response> {
     state.dbwatch.check()?;
     Ok(next.run(req).await)
 }

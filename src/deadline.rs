@@ -89,7 +89,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestClock {
 /// Middleware: bounds the whole request by `timeout`. Past it, a request that has
 /// not begun to commit is answered 503 `timeout` (its transaction is rolled back when
 /// the handler is dropped); one that has is answered 409 `idempotency_key_in_use`.
-pub async fn enforce(State(timeout): State<Duration>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn enforce(
+    State(timeout): State<Duration>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let clock = RequestClock::new();
     req.extensions_mut().insert(clock.clone());
     match tokio::time::timeout(timeout, next.run(req)).await {

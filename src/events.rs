@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The event log and dead-letter routes, each registered with its documentation.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(dead_letters))
@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
+pub(crate) enum EventType {
     VoucherIssued,
     VoucherRedeemed,
     RedemptionRolledBack,
@@ -44,7 +44,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventType::VoucherIssued => "voucher.issued",
             EventType::VoucherRedeemed => "voucher.redeemed",
@@ -57,7 +57,7 @@ impl EventType {
 }
 
 /// Writes an event in the effect's transaction: both commit or neither does.
-pub async fn record(
+pub(crate) async fn record(
     tx: &mut Transaction<'_, Postgres>,
     kind: EventType,
     data: &impl Serialize,
@@ -74,7 +74,7 @@ pub async fn record(
 
 /// An event as consumers see it, in the log and in webhook bodies.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: Uuid,
     /// Only grows; page with `after=<last seq seen>`.
     pub seq: i64,
@@ -87,7 +87,7 @@ pub struct Event {
 
 /// An event whose webhook delivery gave up, with why.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     #[sqlx(flatten)]
     #[serde(flatten)]
     pub event: Event,
@@ -102,7 +102,7 @@ const VISIBLE: &str = "seq < (pg_snapshot_xmin(pg_current_snapshot())::text::big
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EventParams {
+pub(crate) struct EventParams {
     /// Return events with `seq` greater than this (default 0).
     #[param(minimum = 0)]
     pub after: Option<i64>,
@@ -112,7 +112,7 @@ pub struct EventParams {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventPage {
+pub(crate) struct EventPage {
     pub items: Vec<Event>,
     /// Pass as `after` for the next page (the last `seq` here, or `after` if empty).
     pub next_after: i64,
@@ -151,7 +151,7 @@ async fn list(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterPage {
+pub(crate) struct DeadLetterPage {
     pub items: Vec<DeadLetter>,
     pub next_after: i64,
 }

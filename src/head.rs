@@ -39,10 +39,10 @@ use crate::error::{ApiError, PROBLEM_JSON, problem_body};
 /// The largest request head served, from the request line to the blank line that
 /// ends the header fields. This API's heads are a few hundred bytes (a JWT, a key);
 /// the bound also caps what each open connection may make the server hold.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// The most header fields in one head; hyper is given the same bound.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The largest `Content-Length` hyper can represent (`u64::MAX - 2`; the two values
 /// above it are its markers for "chunked" and "until close").
@@ -61,7 +61,7 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// How a request's body is framed, as hyper will read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// `Content-Length` bytes (0 without one).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
@@ -73,7 +73,7 @@ pub enum Framing {
 /// error for each head hyper would refuse. The rules are hyper 1's own (its
 /// `Server::parse`, with the same `httparse` and `http` calls), so the two agree on
 /// every head; `tests::the_guard_refuses_exactly_what_hyper_refuses` holds them to it.
-pub fn check(buf: &[u8]) -> Result<Option<(usize, Framing)>, ApiError> {
+pub(crate) fn check(buf: &[u8]) -> Result<Option<(usize, Framing)>, ApiError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
@@ -197,7 +197,7 @@ fn raw_answer(error: &ApiError) -> Bytes {
 
 /// A client connection as hyper sees it: reads pass through the checks above, writes
 /// pass straight through, and closing writes a refused head's answer first.
-pub struct HeadGuard<S> {
+pub(crate) struct HeadGuard<S> {
     io: S,
     /// Bytes read from the client and not yet handed to hyper.
     held: BytesMut,
@@ -218,7 +218,7 @@ pub struct HeadGuard<S> {
 impl<S> HeadGuard<S> {
     /// Wraps a fresh connection. The `Notify` fires when a head is refused: the
     /// connection's driver then shuts hyper down gracefully.
-    pub fn new(io: S) -> (Self, Arc<Notify>) {
+    pub(crate) fn new(io: S) -> (Self, Arc<Notify>) {
         let refused = Arc::new(Notify::new());
         let guard = HeadGuard {
             io,

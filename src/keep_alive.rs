@@ -37,7 +37,7 @@ const DRAIN_MAX: u64 = crate::BODY_LIMIT as u64;
 /// Serves `req` with `app`, then settles whether its connection is kept: if the
 /// request body was not read to its end, the rest is drained within `drain` when
 /// that is cheap and sensible, and otherwise the answer says `Connection: close`.
-pub async fn serve(app: Router, req: Request<Incoming>, drain: Duration) -> Response {
+pub(crate) async fn serve(app: Router, req: Request<Incoming>, drain: Duration) -> Response {
     let (parts, body) = req.into_parts();
     // A client that asked for `100 Continue` sends its body only once told to; if the
     // answer came without reading the body, asking for it now would make the client

@@ -73,30 +73,30 @@
 //! `checkout::Checkout::decide`.
 
 pub mod auth;
-pub mod cache;
+pub(crate) mod cache;
 pub mod campaigns;
 pub mod checkout;
 pub mod config;
-pub mod dbclock;
-pub mod dbwatch;
-pub mod deadline;
+pub(crate) mod dbclock;
+pub(crate) mod dbwatch;
+pub(crate) mod deadline;
 pub mod domain;
 pub mod error;
-pub mod events;
-pub mod grab;
-pub mod head;
+pub(crate) mod events;
+pub(crate) mod grab;
+pub(crate) mod head;
 pub mod idempotency;
 pub mod json;
-pub mod keep_alive;
-pub mod limits;
-pub mod maintenance;
+pub(crate) mod keep_alive;
+pub(crate) mod limits;
+pub(crate) mod maintenance;
 pub mod ops;
-pub mod redemptions;
-pub mod redis;
+pub(crate) mod redemptions;
+pub(crate) mod redis;
 pub mod server;
 pub mod telemetry;
-pub mod vouchers;
-pub mod webhooks;
+pub(crate) mod vouchers;
+pub(crate) mod webhooks;
 
 use std::{str::FromStr, time::Duration};
 use utoipa::OpenApi;

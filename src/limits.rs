@@ -87,7 +87,7 @@ fn refusal(wait: Duration) -> ApiError {
 
 /// The peer address of the connection, when the server recorded it.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
+pub(crate) struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;

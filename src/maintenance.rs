@@ -13,7 +13,7 @@ const INTERVAL: Duration = Duration::from_secs(5);
 /// Vacuums `campaigns` every `INTERVAL` until the process stops. `SKIP_LOCKED` makes
 /// it step aside rather than queue behind a lock (another instance's vacuum, say);
 /// the warning Postgres sends when it steps aside is expected, so it is not logged.
-pub async fn run_hot_vacuum(pool: PgPool) {
+pub(crate) async fn run_hot_vacuum(pool: PgPool) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

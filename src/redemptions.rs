@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// The checkout routes, each registered with its documentation.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(redeem))
         .routes(routes!(quote))
@@ -41,7 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RedeemRequest {
+pub(crate) struct RedeemRequest {
     /// The checkout's order id, 1 to 128 characters.
     #[schema(min_length = 1, max_length = 128)]
     pub order_id: String,
@@ -53,7 +53,7 @@ pub struct RedeemRequest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RedemptionStatus {
+pub(crate) enum RedemptionStatus {
     Active,
     RolledBack,
 }
@@ -72,7 +72,7 @@ struct RedemptionRow {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Redemption {
+pub(crate) struct Redemption {
     pub id: Uuid,
     pub voucher_id: Uuid,
     pub order_id: String,
@@ -106,7 +106,7 @@ impl From<&RedemptionRow> for Redemption {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RedemptionResponse {
+pub(crate) struct RedemptionResponse {
     pub redemption: Redemption,
     pub voucher: Voucher,
 }
@@ -377,7 +377,7 @@ async fn redeem(
 /// The order a quote is asked for, from the query string.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct QuoteParams {
+pub(crate) struct QuoteParams {
     /// The checkout's order id, 1 to 128 characters.
     pub order_id: String,
     /// The order total in minor units, > 0.
@@ -389,7 +389,7 @@ pub struct QuoteParams {
 
 /// What a redemption of this voucher on this order would give.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Quote {
+pub(crate) struct Quote {
     pub redeemable: bool,
     /// What the voucher would take off, when redeemable.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// The wallet routes, each registered with its documentation.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(get_one))
@@ -91,7 +91,7 @@ impl VoucherRow {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VoucherList {
+pub(crate) struct VoucherList {
     pub items: Vec<Voucher>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -99,7 +99,7 @@ pub struct VoucherList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct WalletParams {
+pub(crate) struct WalletParams {
     pub status: Option<VoucherStatus>,
     /// 1 to 100, default 50.
     #[param(minimum = 1, maximum = 100)]
@@ -170,7 +170,7 @@ async fn get_one(
 }
 
 /// A voucher by code, only if `user` owns it: another user's code reads as unknown.
-pub async fn fetch_owned(
+pub(crate) async fn fetch_owned(
     pool: &sqlx::PgPool,
     code: &VoucherCode,
     user: &UserId,

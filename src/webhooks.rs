@@ -29,7 +29,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 const BATCH: i64 = 32;
 
 /// The signing key per the Standard Webhooks convention.
-pub fn signing_key(secret: &str) -> Vec<u8> {
+pub(crate) fn signing_key(secret: &str) -> Vec<u8> {
     secret
         .strip_prefix("whsec_")
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
@@ -37,7 +37,7 @@ pub fn signing_key(secret: &str) -> Vec<u8> {
 }
 
 /// `v1,<base64 HMAC-SHA256 over "{id}.{timestamp}.{body}">`.
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
@@ -53,7 +53,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Delay before attempt `attempts + 1`: base × 2^(attempts-1), capped, with jitter
 /// drawn from the upper half so retries from many events do not arrive in step.
-pub fn backoff(base: Duration, attempts: i32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempts: i32) -> Duration {
     let exp = base.saturating_mul(1u32 << (attempts.clamp(1, 20) - 1) as u32);
     let capped = exp.min(BACKOFF_CAP);
     capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
@@ -178,7 +178,7 @@ async fn record(pool: &PgPool, cfg: &WebhookConfig, leased: &Leased, outcome: Re
 }
 
 /// Delivers events until the process stops.
-pub async fn run_dispatcher(pool: PgPool, cfg: WebhookConfig) {
+pub(crate) async fn run_dispatcher(pool: PgPool, cfg: WebhookConfig) {
     // Never follow a redirect: it would turn the POST into a body-less GET at another
     // address (whose 2xx would mark the event delivered) and carry the signature
     // there. A 3xx is a failed attempt like any other non-2xx.

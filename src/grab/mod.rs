@@ -3,7 +3,7 @@
 //! writers (`writer`), whose one call of `grant_batch` holds every grant rule
 //! (`GRAB_MODE=single` is the same path with batches of one).
 
-pub mod writer;
+pub(crate) mod writer;
 
 use axum::{
     extract::{Path, State},
@@ -29,7 +29,7 @@ use crate::{
     deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
-    idempotency::{self, IdempotencyKey, Idempotent, Scope, Share, json_bytes_response},
+    idempotency::{self, IdempotencyKey, Idempotent, NextAction, Outcome, Scope},
     json::EmptyBody,
     limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
@@ -37,17 +37,17 @@ use crate::{
 use writer::{Batcher, Prepared, Settled};
 
 /// The grab route, registered with its documentation.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(claim))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ClaimResponse {
+pub(crate) struct ClaimResponse {
     pub voucher: Voucher,
 }
 
 /// One grab, as the route hands it over.
-pub struct GrabRequest<'a> {
+pub(crate) struct GrabRequest<'a> {
     pub campaign: &'a Arc<CampaignRow>,
     pub user: &'a UserId,
     pub key: &'a IdempotencyKey,
@@ -187,15 +187,14 @@ impl Grabber {
         clock: &RequestClock,
         admit: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Response> {
-        let in_flight = self.idempotency.acquire(&scope, req.key).await?;
-        if let Some(resp) = self
+        let in_flight = match self
             .idempotency
-            .cached(&scope, req.key, req.fingerprint)
+            .reserve(&scope, req.key, req.fingerprint, admit)
             .await?
         {
-            return Ok(resp);
-        }
-        admit()?;
+            NextAction::Replay(resp) => return Ok(resp),
+            NextAction::Proceed(guard) => guard,
+        };
         let (voucher, body, event) = self.prepare(&req)?;
         let grab = Prepared {
             scope: scope.as_str().to_string(),
@@ -210,35 +209,30 @@ impl Grabber {
             .batcher
             .submit(req.campaign, grab, clock, in_flight)
             .await;
-        match settled {
-            Settled::Granted => {
-                self.idempotency
-                    .remember(
-                        &scope,
-                        req.key,
-                        req.fingerprint,
-                        StatusCode::CREATED,
-                        &body,
-                        Share::ThisInstance,
-                        self.idempotency.expiry_of_fresh(clock.arrived),
-                    )
-                    .await;
-                Ok(json_bytes_response(StatusCode::CREATED, body))
-            }
-            Settled::KeyTaken => self
-                .idempotency
-                .stored(&self.db, &scope, req.key, req.fingerprint)
-                .await?
-                // Recorded, then purged between the batch and this read.
-                .ok_or(ApiError::IdempotencyKeyInUse),
+        let outcome = match settled {
+            Settled::Granted => Outcome::Committed {
+                status: StatusCode::CREATED,
+                body,
+            },
+            Settled::KeyTaken => Outcome::AlreadyRecorded,
             Settled::Refused(e) => {
                 if matches!(e, ApiError::SoldOut | ApiError::CampaignNotActive(_)) {
                     // The snapshot said open and Postgres disagrees: refresh it.
                     self.cache.invalidate(CampaignId(req.campaign.id)).await;
                 }
-                Err(e)
+                Outcome::Refused(e)
             }
-        }
+        };
+        self.idempotency
+            .settle(
+                &self.db,
+                &scope,
+                req.key,
+                req.fingerprint,
+                clock.arrived,
+                outcome,
+            )
+            .await
     }
 }
 

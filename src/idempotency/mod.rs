@@ -21,6 +21,7 @@ pub use store::{
     Begun, InFlightGuard, Reservation, Share, Store, Stored, json_bytes_response, purge_expired,
     run_purger,
 };
+pub(crate) use store::{NextAction, Outcome};
 
 use crate::{
     deadline::RequestClock,

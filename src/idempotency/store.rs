@@ -38,6 +38,24 @@ struct Record {
     life_secs: f64,
 }
 
+/// What `Store::reserve` found.
+pub(crate) enum NextAction {
+    /// The key's answer, replayed.
+    Replay(Response),
+    /// Fresh work: the key's in-process guard, held until the outcome is settled.
+    Proceed(InFlightGuard),
+}
+
+/// How fresh work for a key ended, for `Store::settle`.
+pub(crate) enum Outcome {
+    /// The effect committed with this answer.
+    Committed { status: StatusCode, body: Vec<u8> },
+    /// The key was already recorded (committed by an earlier request): replay it.
+    AlreadyRecorded,
+    /// Refused, with nothing recorded.
+    Refused(ApiError),
+}
+
 /// The result of reserving a key.
 pub enum Begun {
     /// The key's effect already committed: send this stored response again.
@@ -353,6 +371,71 @@ impl Store {
         Ok(Some(resp))
     }
 
+    /// The protocol's entry, shared by every route: a replay this process can answer
+    /// (before and after waiting for an in-flight twin of the key), else the key's
+    /// in-process guard, held until the outcome is settled. `admit` (the rate limits)
+    /// is asked only for fresh work; a refused request is still replayed if Redis
+    /// holds its answer.
+    pub(crate) async fn reserve(
+        &self,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+        admit: impl FnOnce() -> ApiResult<()>,
+    ) -> ApiResult<NextAction> {
+        // Retries of a finished request are the common case in a retry storm: answer
+        // them from memory without queueing behind the per-key lock.
+        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
+            return Ok(NextAction::Replay(resp));
+        }
+        let guard = self.in_flight.acquire(scope, key).await?;
+        // Look again: the request we waited for may have just committed.
+        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
+            return Ok(NextAction::Replay(resp));
+        }
+        if let Err(limited) = admit() {
+            return match self.shared(scope, key, fingerprint).await? {
+                Some(resp) => Ok(NextAction::Replay(resp)),
+                None => Err(limited),
+            };
+        }
+        Ok(NextAction::Proceed(guard))
+    }
+
+    /// The protocol's exit for work committed elsewhere than a `Reservation` (the
+    /// batched grant): the answer for the key's outcome, cached when it committed.
+    pub(crate) async fn settle(
+        &self,
+        pool: &PgPool,
+        scope: &Scope,
+        key: &IdempotencyKey,
+        fingerprint: &[u8],
+        arrived: Instant,
+        outcome: Outcome,
+    ) -> ApiResult<Response> {
+        match outcome {
+            Outcome::Committed { status, body } => {
+                self.remember(
+                    scope,
+                    key,
+                    fingerprint,
+                    status,
+                    &body,
+                    Share::ThisInstance,
+                    self.expiry_of_fresh(arrived),
+                )
+                .await;
+                Ok(json_bytes_response(status, body))
+            }
+            Outcome::AlreadyRecorded => self
+                .stored(pool, scope, key, fingerprint)
+                .await?
+                // Recorded, then purged between the commit and this read.
+                .ok_or(ApiError::IdempotencyKeyInUse),
+            Outcome::Refused(e) => Err(e),
+        }
+    }
+
     /// Replays a committed key, or opens the effect's transaction with the key reserved.
     /// `admit` (the rate limits) is asked once the key is known not to be answered
     /// from this process, before anything costs Postgres: a refused request is still
@@ -373,22 +456,10 @@ impl Store {
         admit: impl FnOnce() -> ApiResult<()>,
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
-        // Retries of a finished request are the common case in a retry storm: answer
-        // them from memory without queueing behind the per-key lock.
-        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
-            return Ok(Begun::Replay(resp));
-        }
-        let guard = self.in_flight.acquire(scope, key).await?;
-        // Look again: the request we waited for may have just committed.
-        if let Some(resp) = self.cached(scope, key, fingerprint).await? {
-            return Ok(Begun::Replay(resp));
-        }
-        if let Err(limited) = admit() {
-            return match self.shared(scope, key, fingerprint).await? {
-                Some(resp) => Ok(Begun::Replay(resp)),
-                None => Err(limited),
-            };
-        }
+        let guard = match self.reserve(scope, key, fingerprint, admit).await? {
+            NextAction::Replay(resp) => return Ok(Begun::Replay(resp)),
+            NextAction::Proceed(guard) => guard,
+        };
         if let Some(resp) = self.stored(pool, scope, key, fingerprint).await? {
             return Ok(Begun::Replay(resp));
         }

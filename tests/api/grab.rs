@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{Grab, RedisMode, TestApp, tally, token, unique};
 
 /// Fires one grab per user, all at once, and returns each one's final answer.
-pub async fn crowd(app: &TestApp, campaign: &str, users: usize) -> Vec<Grab> {
+pub(crate) async fn crowd(app: &TestApp, campaign: &str, users: usize) -> Vec<Grab> {
     let run = unique("crowd");
     let tokens: Vec<String> = (0..users).map(|i| token(&format!("{run}-u{i}"))).collect();
     join_all(

@@ -20,17 +20,17 @@ use uuid::Uuid;
 /// Attempts `grab_settled` makes before calling the service stuck.
 const RETRIES: usize = 20;
 
-pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Where the tests' database lives; the check script exports it, the default
 /// matches the local Postgres the dev script starts.
-pub fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/voucherd_test".into())
 }
 
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/7".into())
 }
 
@@ -47,7 +47,7 @@ async fn prepare_database(settings: &voucherd::config::Settings) {
         .await;
 }
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub client: Client,
     pub db: PgPool,
@@ -62,7 +62,7 @@ impl Drop for TestApp {
     }
 }
 
-pub enum RedisMode {
+pub(crate) enum RedisMode {
     Real,
     None,
     /// A port where nothing listens.
@@ -72,17 +72,17 @@ pub enum RedisMode {
 }
 
 impl TestApp {
-    pub async fn spawn() -> Arc<TestApp> {
+    pub(crate) async fn spawn() -> Arc<TestApp> {
         Self::spawn_with(RedisMode::Real, &[]).await
     }
 
-    pub async fn spawn_with(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
+    pub(crate) async fn spawn_with(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
         Self::spawn_full(redis, extra, true).await
     }
 
     /// An instance without its background loops (purger, vacuum, Postgres watch,
     /// webhooks), for tests that count the database work requests cause.
-    pub async fn spawn_quiet(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
+    pub(crate) async fn spawn_quiet(redis: RedisMode, extra: &[(&str, &str)]) -> Arc<TestApp> {
         Self::spawn_full(redis, extra, false).await
     }
 
@@ -152,7 +152,7 @@ impl TestApp {
 
     /// An instance on a database of its own, created empty for this test, for tests
     /// whose background workers must not see other tests' rows (webhook delivery).
-    pub async fn spawn_isolated(name: &str, extra: &[(&str, &str)]) -> Arc<TestApp> {
+    pub(crate) async fn spawn_isolated(name: &str, extra: &[(&str, &str)]) -> Arc<TestApp> {
         let url = isolated_database(name).await;
         let mut all: Vec<(&str, &str)> = vec![("DATABASE_URL", url.as_str())];
         all.extend_from_slice(extra);
@@ -160,13 +160,13 @@ impl TestApp {
     }
 
     /// Stops the HTTP server and the background loops, as if the process died.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.server.abort();
         self.workers.lock().unwrap().take();
     }
 
     /// POSTs as a user with a key and an optional JSON body.
-    pub async fn user_post(
+    pub(crate) async fn user_post(
         &self,
         token: &str,
         path: &str,
@@ -184,11 +184,11 @@ impl TestApp {
         Grab::read(req.send().await.unwrap()).await
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn admin_post(&self, path: &str, key: &str, body: &Value) -> Response {
+    pub(crate) async fn admin_post(&self, path: &str, key: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
             .bearer_auth(ADMIN_TOKEN)
@@ -199,7 +199,7 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn admin_patch(&self, id: &str, body: Value) -> Value {
+    pub(crate) async fn admin_patch(&self, id: &str, body: Value) -> Value {
         let resp = self
             .client
             .patch(self.url(&format!("/v1/admin/campaigns/{id}")))
@@ -214,7 +214,7 @@ impl TestApp {
     }
 
     /// GETs `path` with an optional bearer token; returns the status and JSON body.
-    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get_json(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.client.get(self.url(path));
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
@@ -224,7 +224,7 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn admin_get(&self, path: &str) -> Value {
+    pub(crate) async fn admin_get(&self, path: &str) -> Value {
         let resp = self
             .client
             .get(self.url(path))
@@ -237,7 +237,7 @@ impl TestApp {
     }
 
     /// Creates an open campaign and returns its id.
-    pub async fn campaign(&self, stock: i64, per_user_limit: i64) -> String {
+    pub(crate) async fn campaign(&self, stock: i64, per_user_limit: i64) -> String {
         let resp = self
             .admin_post(
                 "/v1/admin/campaigns",
@@ -250,7 +250,7 @@ impl TestApp {
         v["id"].as_str().unwrap().to_string()
     }
 
-    pub async fn grab(&self, token: &str, campaign: &str, key: &str) -> Grab {
+    pub(crate) async fn grab(&self, token: &str, campaign: &str, key: &str) -> Grab {
         let resp = self
             .client
             .post(self.url(&format!("/v1/campaigns/{campaign}/claims")))
@@ -267,7 +267,7 @@ impl TestApp {
     /// again after the advertised `Retry-After` (capped, to keep tests short) until
     /// a final answer arrives. Under a loaded CI machine a crowd of 2,000 can
     /// legitimately outwait the pool; what must hold is the final answers.
-    pub async fn grab_settled(&self, token: &str, campaign: &str, key: &str) -> Grab {
+    pub(crate) async fn grab_settled(&self, token: &str, campaign: &str, key: &str) -> Grab {
         let mut retried = Vec::new();
         for _ in 0..RETRIES {
             let mut g = self.grab(token, campaign, key).await;
@@ -284,7 +284,7 @@ impl TestApp {
     }
 
     /// Checks the campaign's invariants through the audit endpoint and the rows.
-    pub async fn assert_invariants(&self, campaign: &str) -> Value {
+    pub(crate) async fn assert_invariants(&self, campaign: &str) -> Value {
         let audit = self
             .admin_get(&format!("/v1/admin/campaigns/{campaign}/audit"))
             .await;
@@ -304,7 +304,7 @@ impl TestApp {
 }
 
 /// Drops and re-creates `voucherd_test_<name>` and migrates it; returns its URL.
-pub async fn isolated_database(name: &str) -> String {
+pub(crate) async fn isolated_database(name: &str) -> String {
     use sqlx::migrate::MigrateDatabase;
     let url = format!("{}_{name}", database_url());
     let _ = sqlx::Postgres::force_drop_database(&url).await;
@@ -326,7 +326,7 @@ static DOCUMENTED_CODES: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
 });
 
 /// `Problem.code`'s enum in an OpenAPI document, following its `$ref`.
-pub fn documented_codes(spec: &Value) -> BTreeSet<String> {
+pub(crate) fn documented_codes(spec: &Value) -> BTreeSet<String> {
     let schemas = &spec["components"]["schemas"];
     let mut code = &schemas["Problem"]["properties"]["code"];
     if let Some(name) = code["$ref"]
@@ -349,7 +349,7 @@ pub fn documented_codes(spec: &Value) -> BTreeSet<String> {
 /// problem whose `code` the OpenAPI document lists. Every problem a test receives
 /// comes through here: from `Client` (so every helper built on it), and from the
 /// tests that speak HTTP over a raw socket (`assert_raw_problem`).
-pub fn assert_documented_problem(status: StatusCode, body: &[u8]) {
+pub(crate) fn assert_documented_problem(status: StatusCode, body: &[u8]) {
     let problem: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
         panic!(
             "a {status} problem+json body is not JSON ({e}): {}",
@@ -367,7 +367,7 @@ pub fn assert_documented_problem(status: StatusCode, body: &[u8]) {
 
 /// `assert_documented_problem` for a whole HTTP/1.1 response read off a raw socket,
 /// when it is a problem+json one.
-pub fn assert_raw_problem(raw: &[u8]) {
+pub(crate) fn assert_raw_problem(raw: &[u8]) {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         return;
     };
@@ -410,35 +410,39 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 /// The tests' HTTP client: reqwest's, except that every problem+json response is
 /// read through `assert_documented_problem` before the test sees it.
 #[derive(Clone)]
-pub struct Client(reqwest::Client);
+pub(crate) struct Client(reqwest::Client);
 
 impl Client {
-    pub fn get(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+    pub(crate) fn get(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
         RequestBuilder(self.0.get(url))
     }
 
-    pub fn post(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+    pub(crate) fn post(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
         RequestBuilder(self.0.post(url))
     }
 
-    pub fn patch(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+    pub(crate) fn patch(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
         RequestBuilder(self.0.patch(url))
     }
 
-    pub fn delete(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+    pub(crate) fn delete(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
         RequestBuilder(self.0.delete(url))
     }
 
-    pub fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> RequestBuilder {
         RequestBuilder(self.0.request(method, url))
     }
 }
 
 /// reqwest's request builder, sending through `Client`.
-pub struct RequestBuilder(reqwest::RequestBuilder);
+pub(crate) struct RequestBuilder(reqwest::RequestBuilder);
 
 impl RequestBuilder {
-    pub fn header<K, V>(self, key: K, value: V) -> Self
+    pub(crate) fn header<K, V>(self, key: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
         <HeaderName as TryFrom<K>>::Error: Into<axum::http::Error>,
@@ -448,20 +452,20 @@ impl RequestBuilder {
         RequestBuilder(self.0.header(key, value))
     }
 
-    pub fn bearer_auth(self, token: impl std::fmt::Display) -> Self {
+    pub(crate) fn bearer_auth(self, token: impl std::fmt::Display) -> Self {
         RequestBuilder(self.0.bearer_auth(token))
     }
 
-    pub fn json<T: serde::Serialize + ?Sized>(self, json: &T) -> Self {
+    pub(crate) fn json<T: serde::Serialize + ?Sized>(self, json: &T) -> Self {
         RequestBuilder(self.0.json(json))
     }
 
-    pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
+    pub(crate) fn body(self, body: impl Into<reqwest::Body>) -> Self {
         RequestBuilder(self.0.body(body))
     }
 
     /// Sends the request; a problem+json answer is checked, then handed back whole.
-    pub async fn send(self) -> reqwest::Result<Response> {
+    pub(crate) async fn send(self) -> reqwest::Result<Response> {
         let resp = self.0.send().await?;
         let is_problem = resp
             .headers()
@@ -486,7 +490,7 @@ impl RequestBuilder {
     }
 }
 
-pub struct Grab {
+pub(crate) struct Grab {
     pub status: StatusCode,
     pub replayed: bool,
     /// `Retry-After`, zero when absent.
@@ -498,7 +502,7 @@ pub struct Grab {
 }
 
 impl Grab {
-    pub async fn read(resp: Response) -> Grab {
+    pub(crate) async fn read(resp: Response) -> Grab {
         let status = resp.status();
         let replayed = resp.headers().get("idempotent-replayed").is_some();
         let retry_after = resp
@@ -519,14 +523,14 @@ impl Grab {
         }
     }
 
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
 }
 
 /// Counts a problem body's `Retry-After` as RFC 9110 delay-seconds in 1..=3 (the
 /// service's jitter), failing the test otherwise.
-pub fn assert_jittered_retry_after(g: &Grab) {
+pub(crate) fn assert_jittered_retry_after(g: &Grab) {
     let secs = g.retry_after.as_secs();
     assert!(
         (1..=3).contains(&secs),
@@ -537,13 +541,13 @@ pub fn assert_jittered_retry_after(g: &Grab) {
 }
 
 /// A campaign body opening at `starts_at` (RFC 3339).
-pub fn campaign_opening(stock: i64, starts_at: &str) -> Value {
+pub(crate) fn campaign_opening(stock: i64, starts_at: &str) -> Value {
     let mut body = campaign_body(stock, 1);
     body["starts_at"] = starts_at.into();
     body
 }
 
-pub fn campaign_body(stock: i64, per_user_limit: i64) -> Value {
+pub(crate) fn campaign_body(stock: i64, per_user_limit: i64) -> Value {
     json!({
         "name": "test campaign",
         "total_stock": stock,
@@ -557,18 +561,18 @@ pub fn campaign_body(stock: i64, per_user_limit: i64) -> Value {
     })
 }
 
-pub fn token(sub: &str) -> String {
+pub(crate) fn token(sub: &str) -> String {
     let secret = secrecy::SecretString::from(JWT_SECRET.to_string());
     voucherd::auth::mint(&secret, sub, 3600).unwrap()
 }
 
 /// A unique name, so tests sharing one database never collide.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::new_v4())
 }
 
 /// Counts responses by (status, code).
-pub fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
+pub(crate) fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
     let mut m = HashMap::new();
     for g in grabs {
         *m.entry((g.status.as_u16(), g.code().to_string()))
@@ -581,13 +585,13 @@ pub fn tally(grabs: &[Grab]) -> HashMap<(u16, String), usize> {
 /// ("killed": open connections dropped, new ones refused) or freeze (connections
 /// stay open, nothing is forwarded), to stage faults mid-load without touching the
 /// shared server.
-pub struct RedisProxy {
+pub(crate) struct RedisProxy {
     pub url: String,
     mode: tokio::sync::watch::Sender<ProxyMode>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ProxyMode {
+pub(crate) enum ProxyMode {
     Pass,
     Dead,
     Frozen,
@@ -595,7 +599,7 @@ pub enum ProxyMode {
 
 impl RedisProxy {
     /// In front of the tests' Redis; `url` points at the proxy.
-    pub async fn start() -> RedisProxy {
+    pub(crate) async fn start() -> RedisProxy {
         let upstream = redis_url();
         let rest = upstream.trim_start_matches("redis://");
         let (target, db) = rest.split_once('/').unwrap_or((rest, "0"));
@@ -605,7 +609,7 @@ impl RedisProxy {
     }
 
     /// In front of `target` (host:port); `url` is the proxy's host:port.
-    pub async fn to(target: &str) -> RedisProxy {
+    pub(crate) async fn to(target: &str) -> RedisProxy {
         let target = target.to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = listener.local_addr().unwrap().to_string();
@@ -649,7 +653,7 @@ impl RedisProxy {
         RedisProxy { url, mode }
     }
 
-    pub fn set(&self, mode: ProxyMode) {
+    pub(crate) fn set(&self, mode: ProxyMode) {
         self.mode.send_replace(mode);
     }
 }
