@@ -199,6 +199,12 @@ fn raw_answer(error: &ApiError) -> Bytes {
 /// pass straight through, and closing writes a refused head's answer first.
 pub(crate) struct HeadGuard<S> {
     io: S,
+    /// A client that stops reading its answers would otherwise hold its connection
+    /// slot (and the requests pipelined behind) for ever: a write that makes no
+    /// progress for this long fails, and hyper drops the connection.
+    write_stall: std::time::Duration,
+    /// Running while a write or flush is pending; reset by any progress.
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes read from the client and not yet handed to hyper.
     held: BytesMut,
     /// How many more bytes hyper may have before the next head must be checked (the
@@ -218,9 +224,13 @@ pub(crate) struct HeadGuard<S> {
 impl<S> HeadGuard<S> {
     /// Wraps a fresh connection. The `Notify` fires when a head is refused: the
     /// connection's driver then shuts hyper down gracefully.
-    pub(crate) fn new(io: S) -> (Self, Arc<Notify>) {
+    /// `write_stall`: how long a write may make no progress (the client reads
+    /// nothing of its answers) before the connection is dropped.
+    pub(crate) fn new(io: S, write_stall: std::time::Duration) -> (Self, Arc<Notify>) {
         let refused = Arc::new(Notify::new());
         let guard = HeadGuard {
+            write_stall,
+            stalled_since: None,
             io,
             held: BytesMut::new(),
             release: Some(0),
@@ -361,13 +371,39 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
     }
 }
 
+impl<S> HeadGuard<S> {
+    /// Passes a write's result on, timing how long writes make no progress.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        use std::future::Future;
+        if result.is_ready() {
+            self.stalled_since = None;
+            return result;
+        }
+        let stall = self.write_stall;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if timer.as_mut().poll(cx).is_ready() {
+            metrics::counter!("voucherd_http_write_stalls_total").increment(1);
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.bounded(cx, result)
     }
 
     fn poll_write_vectored(
@@ -375,7 +411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.bounded(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -383,7 +421,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.bounded(cx, result)
     }
 
     /// hyper calls this once it has flushed its last response: the refused head's

@@ -29,7 +29,9 @@ use crate::AppState;
     modifiers(&Security),
     tags((name = "admin"), (name = "public"), (name = "users"), (name = "operations"))
 )]
-pub struct ApiDoc;
+/// The document's base (info, tags, security schemes); the paths come from the
+/// routers (`crate::routes`), the complete document from `document`.
+pub(crate) struct ApiDoc;
 
 struct Security;
 

@@ -88,7 +88,7 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (guarded, refused) = head::HeadGuard::new(stream);
+        let (guarded, refused) = head::HeadGuard::new(stream, limits.header_read_timeout);
         let app = app.clone();
         let drain = limits.body_read_timeout;
         let service = service_fn(move |mut req: Request<Incoming>| {

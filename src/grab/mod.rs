@@ -29,7 +29,7 @@ use crate::{
     deadline::RequestClock,
     domain::{CampaignId, UserId, VoucherCode},
     error::{ApiError, ApiResult},
-    idempotency::{self, IdempotencyKey, Idempotent, NextAction, Outcome, Scope},
+    idempotency::{self, IdempotencyKey, Idempotent, NextAction, Outcome, Scope, WhenLimited},
     json::EmptyBody,
     limits::ClientIp,
     vouchers::{Voucher, VoucherRow},
@@ -189,7 +189,7 @@ impl Grabber {
     ) -> ApiResult<Response> {
         let in_flight = match self
             .idempotency
-            .reserve(&scope, req.key, req.fingerprint, admit)
+            .reserve(&scope, req.key, req.fingerprint, admit, WhenLimited::Refuse)
             .await?
         {
             NextAction::Replay(resp) => return Ok(resp),

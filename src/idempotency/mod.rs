@@ -21,7 +21,7 @@ pub use store::{
     Begun, InFlightGuard, Reservation, Share, Store, Stored, json_bytes_response, purge_expired,
     run_purger,
 };
-pub(crate) use store::{NextAction, Outcome};
+pub(crate) use store::{NextAction, Outcome, WhenLimited};
 
 use crate::{
     deadline::RequestClock,

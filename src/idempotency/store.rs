@@ -46,6 +46,17 @@ pub(crate) enum NextAction {
     Proceed(InFlightGuard),
 }
 
+/// What a rate-limited request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenLimited {
+    /// Its answer from Redis if another instance shared it, else 429: the next step
+    /// would have cost Postgres a read of the key.
+    ReplayFromRedis,
+    /// 429 at once, at no cost (the grab, where bots are refused by the thousand and
+    /// a Redis round trip each would crowd out the snapshot reads).
+    Refuse,
+}
+
 /// How fresh work for a key ended, for `Store::settle`.
 pub(crate) enum Outcome {
     /// The effect committed with this answer.
@@ -374,14 +385,15 @@ impl Store {
     /// The protocol's entry, shared by every route: a replay this process can answer
     /// (before and after waiting for an in-flight twin of the key), else the key's
     /// in-process guard, held until the outcome is settled. `admit` (the rate limits)
-    /// is asked only for fresh work; a refused request is still replayed if Redis
-    /// holds its answer.
+    /// is asked only for fresh work; `limited` says whether a refused request may
+    /// still be replayed from Redis.
     pub(crate) async fn reserve(
         &self,
         scope: &Scope,
         key: &IdempotencyKey,
         fingerprint: &[u8],
         admit: impl FnOnce() -> ApiResult<()>,
+        limited: WhenLimited,
     ) -> ApiResult<NextAction> {
         // Retries of a finished request are the common case in a retry storm: answer
         // them from memory without queueing behind the per-key lock.
@@ -393,10 +405,13 @@ impl Store {
         if let Some(resp) = self.cached(scope, key, fingerprint).await? {
             return Ok(NextAction::Replay(resp));
         }
-        if let Err(limited) = admit() {
+        if let Err(refusal) = admit() {
+            if limited == WhenLimited::Refuse {
+                return Err(refusal);
+            }
             return match self.shared(scope, key, fingerprint).await? {
                 Some(resp) => Ok(NextAction::Replay(resp)),
-                None => Err(limited),
+                None => Err(refusal),
             };
         }
         Ok(NextAction::Proceed(guard))
@@ -456,7 +471,10 @@ impl Store {
         admit: impl FnOnce() -> ApiResult<()>,
         precheck: impl FnOnce() -> ApiResult<()>,
     ) -> ApiResult<Begun> {
-        let guard = match self.reserve(scope, key, fingerprint, admit).await? {
+        let guard = match self
+            .reserve(scope, key, fingerprint, admit, WhenLimited::ReplayFromRedis)
+            .await?
+        {
             NextAction::Replay(resp) => return Ok(Begun::Replay(resp)),
             NextAction::Proceed(guard) => guard,
         };

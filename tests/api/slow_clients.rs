@@ -114,3 +114,42 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
     }
     app.assert_invariants(&campaign).await;
 }
+
+/// A client that sends requests and never reads the answers (here: pipelined
+/// requests for the 4.9 MB docs bundle) cannot hold its connection slot for ever: a
+/// write that makes no progress for `HEADER_READ_TIMEOUT` drops the connection, and
+/// with one slot in all, the next client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let app = TestApp::spawn_with(
+        RedisMode::None,
+        &[("HEADER_READ_TIMEOUT", "1s"), ("MAX_CONNECTIONS", "1")],
+    )
+    .await;
+    let mut stuck = TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: voucherd\r\n\r\n",
+        "/docs/assets/scalar-1.76.4/standalone.js"
+    );
+    for _ in 0..4 {
+        stuck.write_all(request.as_bytes()).await.unwrap();
+    }
+    // The slot is taken; the next client is served once the stuck one is dropped.
+    let served = tokio::time::timeout(PATIENCE, async {
+        let mut next = TcpStream::connect(app.addr).await.unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: voucherd\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = next.read_to_end(&mut answer).await;
+        answer
+    })
+    .await
+    .expect("a client that never reads held the only connection slot");
+    assert!(
+        served.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&served[..served.len().min(200)])
+    );
+    drop(stuck);
+}
