@@ -30,18 +30,7 @@ async fn holder_of(
     per_order: i64,
     discount: Value,
 ) -> (String, String, String, Vec<String>) {
-    let mut body = campaign_body(100, n as i64);
-    body["max_per_order"] = json!(per_order);
-    body["voucher"]["min_order_amount"] = json!(0);
-    body["voucher"]["discount"] = discount;
-    let resp = app
-        .admin_post("/v1/admin/campaigns", &unique("c"), &body)
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let campaign = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let campaign = campaign_of(app, n as i64, per_order, discount).await;
     let user = unique("shopper");
     let t = token(&user);
     let mut codes = Vec::new();
@@ -213,7 +202,7 @@ async fn quote(app: &TestApp, t: &str, code: &str, o: &Value) -> (StatusCode, Va
 #[tokio::test]
 async fn a_quote_agrees_with_the_redemption_that_follows_it() {
     let app = app().await;
-    let (campaign, t, _, codes) = holder_of(&app, 6, 2, fixed(50_000)).await;
+    let (_, t, _, codes) = holder_of(&app, 6, 2, fixed(50_000)).await;
     // Scenarios, each a voucher and an order, set up so that redeeming gives `code`.
     let big = order("q-big", 120_000);
     assert_eq!(
@@ -242,7 +231,6 @@ async fn a_quote_agrees_with_the_redemption_that_follows_it() {
         .to_string();
     let g = app.grab(&t, &minimum_campaign, &unique("k")).await;
     let minimum_code = g.body["voucher"]["code"].as_str().unwrap().to_string();
-    let _ = campaign;
     let cases: Vec<(&str, String, Value)> = vec![
         (
             "voucher_already_redeemed",
@@ -509,9 +497,10 @@ async fn vouchers_expire_at_the_earlier_of_their_relative_and_absolute_expiry() 
     assert_eq!(patch.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-/// A campaign of `discount` vouchers, no minimum, taking up to `per_order` per order.
-async fn campaign_of(app: &TestApp, per_order: i64, discount: Value) -> String {
-    let mut body = campaign_body(1000, 100);
+/// A campaign of `discount` vouchers, no minimum, `per_user` per user, taking up to
+/// `per_order` per order.
+async fn campaign_of(app: &TestApp, per_user: i64, per_order: i64, discount: Value) -> String {
+    let mut body = campaign_body(1000, per_user);
     body["max_per_order"] = json!(per_order);
     body["voucher"]["min_order_amount"] = json!(0);
     body["voucher"]["discount"] = discount;
@@ -539,9 +528,10 @@ fn concurrent_redemptions_and_rollbacks_never_overpay_an_order() {
     let app = rt.block_on(app());
     let (fixed_campaign, percent_campaign) = rt.block_on(async {
         (
-            campaign_of(&app, 8, fixed(40_000)).await,
+            campaign_of(&app, 100, 8, fixed(40_000)).await,
             campaign_of(
                 &app,
+                100,
                 8,
                 json!({"type": "percent", "basis_points": 3000, "max_amount": 70_000, "currency": "VND"}),
             )

@@ -306,24 +306,8 @@ async fn a_migration_waiting_for_a_table_lock_does_not_hold_requests_behind_it()
     ]);
     let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let migrating = tokio::spawn(async move { voucherd::migrate(&settings).await });
-    // Wait until the migration queues for the table.
+    crate::helpers::lock_waiters(&url, "voucherd-migrate", 1).await;
     let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
-    let mut queued = false;
-    for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-             AND application_name = 'voucherd-migrate' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            queued = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(queued, "the migration never waited for the table");
     let mut reader = sqlx::PgConnection::connect(&url).await.unwrap();
     reader.execute("SET lock_timeout = '1s'").await.unwrap();
     let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM campaigns")

@@ -657,3 +657,43 @@ impl RedisProxy {
         self.mode.send_replace(mode);
     }
 }
+
+/// A value from the process's `/metrics` (shared by every instance in this test
+/// process), 0 when absent.
+pub(crate) async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `n` backends named `application` on the database at `url` wait on a
+/// lock (a request or a migration queued behind a transaction the test holds).
+pub(crate) async fn lock_waiters(url: &str, application: &str, n: i64) {
+    use sqlx::Connection;
+    let mut probe = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(application)
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{n} {application} backends never queued on a lock");
+}

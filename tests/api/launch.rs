@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     Grab, RedisMode, TestApp, assert_jittered_retry_after, campaign_opening, database_url,
-    isolated_database, tally, token, unique,
+    isolated_database, metric, tally, token, unique,
 };
 
 /// A side transaction of the test's own holding `campaign`'s row, as a long admin
@@ -57,24 +57,6 @@ async fn until_blocked_by(app: &TestApp, blocker: &mut Transaction<'_, Postgres>
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("fewer than {n} voucherd backends ever waited on the held row");
-}
-
-/// A value from the process's `/metrics` (shared by every instance in this test
-/// process), 0 when absent.
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn side_connection(url: &str) -> PgConnection {

@@ -385,26 +385,6 @@ async fn the_event_log_holds_back_events_behind_an_open_transaction() {
     assert!(pos(&early.to_string()) < pos(&later));
 }
 
-/// Waits until `n` of voucherd's backends on the database at `url` wait on a lock.
-async fn lock_waiters(url: &str, n: i64) {
-    use sqlx::Connection;
-    let mut probe = sqlx::PgConnection::connect(url).await.unwrap();
-    for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-             AND application_name = 'voucherd' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{n} requests never queued on the lock");
-}
-
 /// Two redemptions of one voucher queue behind a side transaction holding its row;
 /// released, exactly one wins, the other is 409 `voucher_already_redeemed`, and no
 /// answer is a 500 (without the race's luck: both are queued before the release).
@@ -430,7 +410,7 @@ async fn two_redemptions_queued_on_a_held_voucher_one_wins_none_fails() {
             })
         })
         .collect();
-    lock_waiters(&url, 2).await;
+    crate::helpers::lock_waiters(&url, "voucherd", 2).await;
     held.rollback().await.unwrap();
     let answers: Vec<Grab> = join_all(racing)
         .await
@@ -496,7 +476,7 @@ async fn expiry_is_judged_by_the_clock_postgres_uses() {
         let (app, t, code, key) = (app.clone(), t.clone(), code.clone(), key.clone());
         tokio::spawn(async move { redeem(&app, &t, &code, &key, "order-1", 300_000, "VND").await })
     };
-    lock_waiters(&url, 1).await;
+    crate::helpers::lock_waiters(&url, "voucherd", 1).await;
     // The scenario, not a synchronisation: the voucher expires while the
     // redemption's transaction waits for the key.
     let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();

@@ -392,20 +392,8 @@ async fn delivery_state(app: &TestApp) -> String {
 }
 
 /// How many outcomes of expired leases were dropped, from `/metrics`.
-async fn stale_outcomes(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("voucherd_webhook_deliveries_total{result=\"stale\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+async fn stale_outcomes(app: &TestApp) -> f64 {
+    crate::helpers::metric(app, "voucherd_webhook_deliveries_total{result=\"stale\"}").await
 }
 
 /// A slow attempt whose lease ran out cannot overwrite the outcome of the attempt
