@@ -75,7 +75,7 @@ impl Holders {
         let mut after = String::new();
         loop {
             let page: Vec<String> = sqlx::query_scalar(
-                "SELECT user_id FROM user_claims WHERE campaign_id = $1 AND user_id > $2
+                "SELECT user_id FROM user_grants WHERE campaign_id = $1 AND user_id > $2
                  ORDER BY user_id LIMIT $3",
             )
             .bind(campaign.id)

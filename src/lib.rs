@@ -53,11 +53,11 @@
 //!
 //! Every grant, in both grab modes (`GRAB_MODE=single` is batches of one), is written
 //! by the SQL function `grant_batch`, whose live body is in
-//! `migrations/0010_grant_batch_launch_night.sql` (see `migrations/README.md`), called
+//! `migrations/0013_one_meaning_per_name.sql` (see `migrations/README.md`), called
 //! once, from `grab::writer`'s `commit`. Each rule has that one place:
 //! - the idempotency key (recorded with the grant's answer, or reported taken or busy):
 //!   `grant_batch`;
-//! - the per-user limit (`user_claims`, at most `per_user_limit` per user):
+//! - the per-user limit (`user_grants`, at most `per_user_limit` per user):
 //!   `grant_batch`;
 //! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
 //!   by `Grabber`, written there);

@@ -544,12 +544,12 @@ async fn audit(
     .bind(row.per_user_limit as i64)
     .fetch_one(&mut *tx)
     .await?;
-    let claim_mismatch: i64 = sqlx::query_scalar(
+    let grant_count_mismatch: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM
-             (SELECT user_id, claimed FROM user_claims WHERE campaign_id = $1) c
+             (SELECT user_id, granted FROM user_grants WHERE campaign_id = $1) c
              FULL JOIN (SELECT user_id, count(*)::int AS n FROM vouchers
                         WHERE campaign_id = $1 GROUP BY user_id) v USING (user_id)
-         WHERE c.claimed IS DISTINCT FROM v.n",
+         WHERE c.granted IS DISTINCT FROM v.n",
     )
     .bind(id.0)
     .fetch_one(&mut *tx)
@@ -585,9 +585,9 @@ async fn audit(
             ),
         ),
         check(
-            "user_claims_match_vouchers",
-            claim_mismatch == 0,
-            format!("{claim_mismatch} users whose claim counter differs from their vouchers"),
+            "user_grants_match_vouchers",
+            grant_count_mismatch == 0,
+            format!("{grant_count_mismatch} users whose grant counter differs from their vouchers"),
         ),
         check(
             "one_live_redemption_per_voucher",

@@ -448,8 +448,8 @@ async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pend
 #[derive(sqlx::FromRow)]
 struct BatchResult {
     /// Grabs whose key this batch reserved (recorded with its grant); the name is
-    /// the function's output column (migration 0010).
-    o_claimed: Vec<i32>,
+    /// the function's output column (migration 0013).
+    o_reserved: Vec<i32>,
     /// Reserved grabs within their user's limit, in batch order.
     o_eligible: Vec<i32>,
     /// How many of `o_eligible`, from the front, were granted.
@@ -476,7 +476,7 @@ async fn commit(
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
     let r: BatchResult = sqlx::query_as(
         // Named arguments: two adjacent arrays of one type can never swap unnoticed.
-        "SELECT o_claimed, o_eligible, o_granted, o_taken, o_busy, o_state FROM grant_batch(
+        "SELECT o_reserved, o_eligible, o_granted, o_taken, o_busy, o_state FROM grant_batch(
              p_campaign => $1, p_per_user_limit => $2, p_discount => $3, p_min_order => $4,
              p_scopes => $5, p_keys => $6, p_fingerprints => $7, p_bodies => $8,
              p_ids => $9, p_codes => $10, p_users => $11, p_issued_at => $12,
@@ -541,7 +541,7 @@ fn outcomes(r: &BatchResult, n: usize) -> Vec<Settled> {
         outcome[i] = Settled::Refused(ApiError::IdempotencyKeyInUse);
     }
     let eligible: HashSet<i32> = r.o_eligible.iter().copied().collect();
-    let reserved = &r.o_claimed;
+    let reserved = &r.o_reserved;
     for i in reserved.iter().filter(|i| !eligible.contains(i)) {
         if let Some(i) = at(*i) {
             outcome[i] = Settled::Refused(ApiError::LimitReached);

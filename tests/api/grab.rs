@@ -291,7 +291,7 @@ async fn a_failed_batch_fails_its_waiters_with_no_effect() {
         blocker.rollback().await.unwrap();
         let written: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM vouchers WHERE campaign_id = $1)
-                  + (SELECT count(*) FROM user_claims WHERE campaign_id = $1)
+                  + (SELECT count(*) FROM user_grants WHERE campaign_id = $1)
                   + (SELECT count(*) FROM idempotency_keys WHERE key = ANY($2))",
         )
         .bind(id)
