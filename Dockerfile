@@ -2,6 +2,11 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+# Queries are checked at build time against the schema recorded in .sqlx/; the
+# build needs no database (SQLX_OFFLINE, also set in .cargo/config.toml).
+COPY .cargo .cargo
+COPY .sqlx .sqlx
+ENV SQLX_OFFLINE=true
 COPY src src
 # The docs page and its vendored script, embedded in the binary.
 COPY assets assets

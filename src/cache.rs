@@ -74,13 +74,13 @@ impl Holders {
         let mut holders = Holders::sized_for(campaign.issued.clamp(0, HOLDERS_SIZED_MAX) as u64);
         let mut after = String::new();
         loop {
-            let page: Vec<String> = sqlx::query_scalar(
+            let page: Vec<String> = sqlx::query_scalar!(
                 "SELECT user_id FROM user_grants WHERE campaign_id = $1 AND user_id > $2
                  ORDER BY user_id LIMIT $3",
+                campaign.id,
+                &after,
+                HOLDERS_PAGE,
             )
-            .bind(campaign.id)
-            .bind(&after)
-            .bind(HOLDERS_PAGE)
             .fetch_all(pool)
             .await?;
             for user in &page {

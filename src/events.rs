@@ -63,42 +63,52 @@ pub(crate) async fn record(
     data: &impl Serialize,
 ) -> ApiResult<()> {
     let data = serde_json::to_value(data).map_err(ApiError::internal)?;
-    sqlx::query("INSERT INTO events (id, type, data) VALUES ($1, $2, $3)")
-        .bind(Uuid::now_v7())
-        .bind(kind.as_str())
-        .bind(data)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO events (id, type, data) VALUES ($1, $2, $3)",
+        Uuid::now_v7(),
+        kind.as_str(),
+        data,
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// An event as consumers see it, in the log and in webhook bodies.
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Event {
     pub id: Uuid,
     /// Only grows; page with `after=<last seq seen>`.
     pub seq: i64,
     #[serde(rename = "type")]
-    #[sqlx(rename = "type")]
     pub kind: String,
     pub occurred_at: DateTime<Utc>,
     pub data: Value,
 }
 
 /// An event whose webhook delivery gave up, with why.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeadLetter {
-    #[sqlx(flatten)]
     #[serde(flatten)]
     pub event: Event,
     pub attempts: i32,
     pub last_error: Option<String>,
 }
 
-/// Only events of transactions older than every transaction still running are
-/// listed: `seq` carries the inserting transaction's id in its high bits, so anything
-/// that commits later sorts after what a reader has already seen.
-const VISIBLE: &str = "seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+/// An `Event` from a row of a `query!` that selected `id, seq, type AS kind,
+/// occurred_at, data`.
+macro_rules! event_from {
+    ($r:expr) => {
+        $crate::events::Event {
+            id: $r.id,
+            seq: $r.seq,
+            kind: $r.kind,
+            occurred_at: $r.occurred_at,
+            data: $r.data,
+        }
+    };
+}
+pub(crate) use event_from;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -138,12 +148,18 @@ async fn list(
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<EventPage>> {
     let (after, limit) = page_params(&params)?;
-    let items: Vec<Event> = sqlx::query_as(&format!(
-        "SELECT id, seq, type, occurred_at, data FROM events
-             WHERE seq > $1 AND {VISIBLE} ORDER BY seq LIMIT $2"
-    ))
-    .bind(after)
-    .bind(limit)
+    // Only events of transactions older than every transaction still running are
+    // listed: `seq` carries the inserting transaction's id in its high bits, so
+    // anything that commits later sorts after what a reader has already seen.
+    let items: Vec<Event> = sqlx::query_as!(
+        Event,
+        "SELECT id, seq, type AS kind, occurred_at, data FROM events
+         WHERE seq > $1
+           AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+         ORDER BY seq LIMIT $2",
+        after,
+        limit,
+    )
     .fetch_all(&state.db)
     .await?;
     let next_after = items.last().map_or(after, |e| e.seq);
@@ -164,14 +180,21 @@ async fn dead_letters(
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<DeadLetterPage>> {
     let (after, limit) = page_params(&params)?;
-    let items: Vec<DeadLetter> = sqlx::query_as(
-        "SELECT id, seq, type, occurred_at, data, attempts, last_error FROM events
+    let items: Vec<DeadLetter> = sqlx::query!(
+        "SELECT id, seq, type AS kind, occurred_at, data, attempts, last_error FROM events
          WHERE delivery = 'dead' AND seq > $1 ORDER BY seq LIMIT $2",
+        after,
+        limit,
     )
-    .bind(after)
-    .bind(limit)
     .fetch_all(&state.db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| DeadLetter {
+        attempts: r.attempts,
+        last_error: r.last_error,
+        event: event_from!(r),
+    })
+    .collect();
     let next_after = items.last().map_or(after, |d| d.event.seq);
     Ok(Json(DeadLetterPage { items, next_after }))
 }
@@ -195,13 +218,14 @@ async fn replay_dead_letter(
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(reservation) => *reservation,
     };
-    let event: Event = sqlx::query_as(
+    let event: Event = sqlx::query_as!(
+        Event,
         "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = now(),
                            last_error = NULL
          WHERE id = $1 AND delivery = 'dead'
-         RETURNING id, seq, type, occurred_at, data",
+         RETURNING id, seq, type AS kind, occurred_at, data",
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *reservation.tx)
     .await?
     .ok_or(ApiError::DeadLetterNotFound)?;

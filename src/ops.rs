@@ -309,7 +309,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let postgres_ok = !state.dbwatch.is_down()
         && tokio::time::timeout(
             std::time::Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&state.db),
+            sqlx::query!("SELECT 1 AS one").fetch_one(&state.db),
         )
         .await
         .is_ok_and(|r| r.is_ok());

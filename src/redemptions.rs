@@ -58,7 +58,7 @@ pub(crate) enum RedemptionStatus {
     RolledBack,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct RedemptionRow {
     id: Uuid,
     voucher_id: Uuid,
@@ -148,29 +148,38 @@ async fn recorded_order(
     order: &RedeemRequest,
     read: OrderRead,
 ) -> Result<Option<(i64, String)>, sqlx::Error> {
-    if read == OrderRead::Lock {
-        sqlx::query(
-            "INSERT INTO orders (owner, order_id, amount, currency) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (owner, order_id) DO NOTHING",
-        )
-        .bind(owner.as_str())
-        .bind(&order.order_id)
-        .bind(order.order_amount)
-        .bind(order.currency.as_str())
-        .execute(&mut **tx)
-        .await?;
-    }
-    let sql = match read {
+    let recorded = match read {
         OrderRead::Lock => {
-            "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2 FOR UPDATE"
+            sqlx::query!(
+                "INSERT INTO orders (owner, order_id, amount, currency) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (owner, order_id) DO NOTHING",
+                owner.as_str(),
+                &order.order_id,
+                order.order_amount,
+                order.currency.as_str(),
+            )
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query!(
+                "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2
+                 FOR UPDATE",
+                owner.as_str(),
+                &order.order_id,
+            )
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| (r.amount, r.currency))
         }
-        OrderRead::Look => "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2",
-    };
-    sqlx::query_as(sql)
-        .bind(owner.as_str())
-        .bind(&order.order_id)
+        OrderRead::Look => sqlx::query!(
+            "SELECT amount, currency FROM orders WHERE owner = $1 AND order_id = $2",
+            owner.as_str(),
+            &order.order_id,
+        )
         .fetch_optional(&mut **tx)
-        .await
+        .await?
+        .map(|r| (r.amount, r.currency)),
+    };
+    Ok(recorded)
 }
 
 /// Everything the checkout rules look at for this voucher on this order, read in
@@ -183,18 +192,24 @@ async fn checkout_facts(
     order: &RedeemRequest,
     recorded: Option<(i64, String)>,
 ) -> Result<Checkout, sqlx::Error> {
-    let (discounted, same_campaign, max_per_order): (i64, i64, i32) = sqlx::query_as(
-        "SELECT COALESCE(sum(r.discount_amount), 0)::bigint,
-                count(*) FILTER (WHERE v.campaign_id = $3),
-                COALESCE((SELECT max_per_order FROM campaigns WHERE id = $3), 1)
-         FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
-         WHERE r.user_id = $1 AND r.order_id = $2 AND r.status = 'active'",
+    let on_order = sqlx::query!(
+        r#"SELECT COALESCE(sum(r.discount_amount), 0)::bigint AS "discounted!",
+                  count(*) FILTER (WHERE v.campaign_id = $3) AS "same_campaign!",
+                  COALESCE((SELECT max_per_order FROM campaigns WHERE id = $3), 1)
+                      AS "max_per_order!"
+           FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id
+           WHERE r.user_id = $1 AND r.order_id = $2 AND r.status = 'active'"#,
+        owner.as_str(),
+        &order.order_id,
+        voucher.campaign_id,
     )
-    .bind(owner.as_str())
-    .bind(&order.order_id)
-    .bind(voucher.campaign_id)
     .fetch_one(&mut **tx)
     .await?;
+    let (discounted, same_campaign, max_per_order) = (
+        on_order.discounted,
+        on_order.same_campaign,
+        on_order.max_per_order,
+    );
     Ok(Checkout {
         voucher_redeemed: voucher.status == "redeemed",
         voucher_expires_at: voucher.expires_at,
@@ -218,21 +233,32 @@ async fn owned_voucher(
     code: &VoucherCode,
     user: &UserId,
 ) -> ApiResult<(VoucherRow, DateTime<Utc>)> {
-    #[derive(sqlx::FromRow)]
-    struct Timed {
-        #[sqlx(flatten)]
-        row: VoucherRow,
-        db_now: DateTime<Utc>,
-    }
-    let t: Timed = sqlx::query_as(
-        "SELECT v.*, now() AS db_now FROM vouchers v WHERE code = $1 AND user_id = $2",
+    let r = sqlx::query!(
+        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
+                  now() AS "db_now!"
+           FROM vouchers WHERE code = $1 AND user_id = $2"#,
+        code.as_str(),
+        user.as_str(),
     )
-    .bind(code.as_str())
-    .bind(user.as_str())
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(ApiError::VoucherNotFound)?;
-    Ok((t.row, t.db_now))
+    let row = VoucherRow {
+        id: r.id,
+        code: r.code,
+        campaign_id: r.campaign_id,
+        user_id: r.user_id,
+        status: r.status,
+        discount: r.discount,
+        min_order_amount: r.min_order_amount,
+        issued_at: r.issued_at,
+        expires_at: r.expires_at,
+        redeemed_at: r.redeemed_at,
+        order_id: r.order_id,
+        redemption_id: r.redemption_id,
+    };
+    Ok((row, r.db_now))
 }
 
 /// Commits the effect with its stored response and event.
@@ -308,15 +334,17 @@ async fn redeem(
     let redemption_id = Uuid::now_v7();
     // The guard: only an issued, unexpired voucher changes state. Of concurrent
     // redemptions of one voucher exactly one matches; the others see the winner.
-    let updated: Option<VoucherRow> = sqlx::query_as(
-        "UPDATE vouchers SET status = 'redeemed', redeemed_at = now(), order_id = $2,
-                             redemption_id = $3
-         WHERE id = $1 AND status = 'issued' AND expires_at > now()
-         RETURNING *",
+    let updated: Option<VoucherRow> = sqlx::query_as!(
+        VoucherRow,
+        r#"UPDATE vouchers SET status = 'redeemed', redeemed_at = now(), order_id = $2,
+                               redemption_id = $3
+           WHERE id = $1 AND status = 'issued' AND expires_at > now()
+           RETURNING id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id"#,
+        voucher.id,
+        &req.body.order_id,
+        redemption_id,
     )
-    .bind(voucher.id)
-    .bind(&req.body.order_id)
-    .bind(redemption_id)
     .fetch_optional(&mut *reservation.tx)
     .await?;
     let Some(updated) = updated else {
@@ -334,19 +362,21 @@ async fn redeem(
             .err()
             .unwrap_or(ApiError::VoucherAlreadyRedeemed));
     };
-    let row: RedemptionRow = sqlx::query_as(
+    let row: RedemptionRow = sqlx::query_as!(
+        RedemptionRow,
         "INSERT INTO redemptions (id, voucher_id, user_id, order_id, order_amount, currency,
                                   discount_amount)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING *",
+         RETURNING id, voucher_id, order_id, order_amount, currency, discount_amount, status, created_at,
+                     rolled_back_at",
+        redemption_id,
+        voucher.id,
+        user.as_str(),
+        &req.body.order_id,
+        req.body.order_amount,
+        req.body.currency.as_str(),
+        discount,
     )
-    .bind(redemption_id)
-    .bind(voucher.id)
-    .bind(user.as_str())
-    .bind(&req.body.order_id)
-    .bind(req.body.order_amount)
-    .bind(req.body.currency.as_str())
-    .bind(discount)
     .fetch_one(&mut *reservation.tx)
     .await
     .map_err(|e| match &e {
@@ -476,21 +506,23 @@ async fn rollback(
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(reservation) => *reservation,
     };
-    let row: Option<RedemptionRow> = sqlx::query_as(
+    let row: Option<RedemptionRow> = sqlx::query_as!(
+        RedemptionRow,
         "UPDATE redemptions SET status = 'rolled_back', rolled_back_at = now()
          WHERE id = $1 AND user_id = $2 AND status = 'active'
-         RETURNING *",
+         RETURNING id, voucher_id, order_id, order_amount, currency, discount_amount, status, created_at,
+                     rolled_back_at",
+        id,
+        user.as_str(),
     )
-    .bind(id)
-    .bind(user.as_str())
     .fetch_optional(&mut *reservation.tx)
     .await?;
     let Some(row) = row else {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM redemptions WHERE id = $1 AND user_id = $2)",
+        let exists: bool = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM redemptions WHERE id = $1 AND user_id = $2) AS "exists!""#,
+            id,
+            user.as_str(),
         )
-        .bind(id)
-        .bind(user.as_str())
         .fetch_one(&mut *reservation.tx)
         .await?;
         return Err(if exists {
@@ -499,14 +531,16 @@ async fn rollback(
             ApiError::RedemptionNotFound
         });
     };
-    let voucher: VoucherRow = sqlx::query_as(
-        "UPDATE vouchers SET status = 'issued', redeemed_at = NULL, order_id = NULL,
-                             redemption_id = NULL
-         WHERE id = $1 AND redemption_id = $2
-         RETURNING *",
+    let voucher: VoucherRow = sqlx::query_as!(
+        VoucherRow,
+        r#"UPDATE vouchers SET status = 'issued', redeemed_at = NULL, order_id = NULL,
+                               redemption_id = NULL
+           WHERE id = $1 AND redemption_id = $2
+           RETURNING id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id"#,
+        row.voucher_id,
+        row.id,
     )
-    .bind(row.voucher_id)
-    .bind(row.id)
     .fetch_one(&mut *reservation.tx)
     .await?;
     let response = RedemptionResponse {

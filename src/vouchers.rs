@@ -27,7 +27,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one))
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A voucher row as stored. Queries name its columns (with `discount`'s type), so
+/// `query_as!` checks each against the table when the crate is built.
+#[derive(Debug, Clone)]
 pub struct VoucherRow {
     pub id: Uuid,
     pub code: String,
@@ -120,24 +122,27 @@ async fn list(
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
     // Expiry is decided by the clock in the query, the same rule as `view`.
-    let mut rows: Vec<VoucherRow> = sqlx::query_as(
-        "SELECT * FROM vouchers
-         WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
-           AND CASE $3::text
-                 WHEN 'redeemed' THEN status = 'redeemed'
-                 WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                 WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                 ELSE true END
-         ORDER BY id DESC LIMIT $4",
+    let mut rows: Vec<VoucherRow> = sqlx::query_as!(
+        VoucherRow,
+        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
+           FROM vouchers
+           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+             AND CASE $3::text
+                   WHEN 'redeemed' THEN status = 'redeemed'
+                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                   ELSE true END
+           ORDER BY id DESC LIMIT $4"#,
+        user.as_str(),
+        cursor,
+        params.status.map(|s| match s {
+            VoucherStatus::Issued => "issued",
+            VoucherStatus::Redeemed => "redeemed",
+            VoucherStatus::Expired => "expired",
+        }),
+        limit + 1,
     )
-    .bind(user.as_str())
-    .bind(cursor)
-    .bind(params.status.map(|s| match s {
-        VoucherStatus::Issued => "issued",
-        VoucherStatus::Redeemed => "redeemed",
-        VoucherStatus::Expired => "expired",
-    }))
-    .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
     let next_cursor = if rows.len() as i64 > limit {
@@ -175,9 +180,14 @@ pub(crate) async fn fetch_owned(
     code: &VoucherCode,
     user: &UserId,
 ) -> Result<Option<VoucherRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM vouchers WHERE code = $1 AND user_id = $2")
-        .bind(code.as_str())
-        .bind(user.as_str())
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        VoucherRow,
+        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
+           FROM vouchers WHERE code = $1 AND user_id = $2"#,
+        code.as_str(),
+        user.as_str(),
+    )
+    .fetch_optional(pool)
+    .await
 }

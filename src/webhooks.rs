@@ -60,9 +60,7 @@ pub(crate) fn backoff(base: Duration, attempts: i32) -> Duration {
 }
 
 /// An event leased for one delivery attempt.
-#[derive(sqlx::FromRow)]
 struct Leased {
-    #[sqlx(flatten)]
     event: Event,
     attempts: i32,
     /// This attempt's lease: the outcome is recorded only while it is still the
@@ -74,20 +72,28 @@ struct Leased {
 /// becomes due again when the lease runs out, and another instance delivers it under
 /// a lease of its own.
 async fn lease_due(pool: &PgPool, lease: Duration) -> Result<Vec<Leased>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE events SET attempts = attempts + 1, lease = $3,
+    let rows = sqlx::query!(
+        r#"UPDATE events SET attempts = attempts + 1, lease = $3,
                            next_attempt_at = now() + make_interval(secs => $2)
          WHERE id IN (SELECT id FROM events
                       WHERE delivery = 'pending' AND next_attempt_at <= now()
                       ORDER BY next_attempt_at LIMIT $1
                       FOR UPDATE SKIP LOCKED)
-         RETURNING id, seq, type, occurred_at, data, attempts, lease",
+         RETURNING id, seq, type AS kind, occurred_at, data, attempts, lease AS "lease!""#,
+        BATCH,
+        lease.as_secs_f64(),
+        Uuid::now_v7(),
     )
-    .bind(BATCH)
-    .bind(lease.as_secs_f64())
-    .bind(Uuid::now_v7())
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Leased {
+            attempts: r.attempts,
+            lease: r.lease,
+            event: crate::events::event_from!(r),
+        })
+        .collect())
 }
 
 async fn deliver(
@@ -120,38 +126,41 @@ async fn deliver(
 /// longer counts (the later attempt records its own).
 async fn record(pool: &PgPool, cfg: &WebhookConfig, leased: &Leased, outcome: Result<(), String>) {
     let (id, attempts) = (leased.event.id, leased.attempts);
-    const HELD: &str = "WHERE id = $1 AND lease = $2 AND delivery = 'pending'";
+    // Each statement holds the same guard: this attempt's lease, still pending.
     let (result, label) = match &outcome {
         Ok(()) => (
-            sqlx::query(&format!(
-                "UPDATE events SET delivery = 'delivered', delivered_at = now(), last_error = NULL {HELD}"
-            ))
-            .bind(id)
-            .bind(leased.lease)
+            sqlx::query!(
+                "UPDATE events SET delivery = 'delivered', delivered_at = now(), last_error = NULL
+                 WHERE id = $1 AND lease = $2 AND delivery = 'pending'",
+                id,
+                leased.lease,
+            )
             .execute(pool)
             .await,
             "delivered",
         ),
         Err(e) if attempts >= cfg.max_attempts => (
-            sqlx::query(&format!(
-                "UPDATE events SET delivery = 'dead', last_error = $3 {HELD}"
-            ))
-            .bind(id)
-            .bind(leased.lease)
-            .bind(e)
+            sqlx::query!(
+                "UPDATE events SET delivery = 'dead', last_error = $3
+                 WHERE id = $1 AND lease = $2 AND delivery = 'pending'",
+                id,
+                leased.lease,
+                e,
+            )
             .execute(pool)
             .await,
             "dead",
         ),
         Err(e) => (
-            sqlx::query(&format!(
+            sqlx::query!(
                 "UPDATE events SET next_attempt_at = now() + make_interval(secs => $3),
-                                   last_error = $4 {HELD}"
-            ))
-            .bind(id)
-            .bind(leased.lease)
-            .bind(backoff(cfg.backoff_base, attempts).as_secs_f64())
-            .bind(e)
+                                   last_error = $4
+                 WHERE id = $1 AND lease = $2 AND delivery = 'pending'",
+                id,
+                leased.lease,
+                backoff(cfg.backoff_base, attempts).as_secs_f64(),
+                e,
+            )
             .execute(pool)
             .await,
             "retry",

@@ -41,9 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(public_get))
 }
 
-#[derive(sqlx::FromRow)]
 struct ListedRow {
-    #[sqlx(flatten)]
     row: CampaignRow,
     redeemed: i64,
 }
@@ -94,10 +92,10 @@ impl Campaign {
 
 /// Vouchers of a campaign currently redeemed (a partial index keeps this cheap).
 async fn count_redeemed<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM vouchers WHERE campaign_id = $1 AND status = 'redeemed'",
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM vouchers WHERE campaign_id = $1 AND status = 'redeemed'"#,
+        id,
     )
-    .bind(id)
     .fetch_one(db)
     .await
 }
@@ -278,24 +276,27 @@ async fn insert(
     c: &CreateCampaign,
     starts_at: DateTime<Utc>,
 ) -> ApiResult<CampaignRow> {
-    sqlx::query_as(
-        "INSERT INTO campaigns (id, name, total_stock, remaining, per_user_limit, starts_at,
-                                ends_at, discount, min_order_amount, valid_for_seconds,
-                                voucher_expires_at, max_per_order)
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         RETURNING *",
+    sqlx::query_as!(
+        CampaignRow,
+        r#"INSERT INTO campaigns (id, name, total_stock, remaining, per_user_limit, starts_at,
+                                  ends_at, discount, min_order_amount, valid_for_seconds,
+                                  voucher_expires_at, max_per_order)
+           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           RETURNING id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at"#,
+        id.0,
+        &c.name,
+        c.total_stock,
+        c.per_user_limit.unwrap_or(1),
+        starts_at,
+        at_stored_precision(c.ends_at),
+        DbJson(&c.voucher.discount) as _,
+        c.voucher.min_order_amount,
+        c.voucher.valid_for_seconds,
+        c.voucher.expires_at.map(at_stored_precision),
+        c.max_per_order.unwrap_or(1),
     )
-    .bind(id.0)
-    .bind(&c.name)
-    .bind(c.total_stock)
-    .bind(c.per_user_limit.unwrap_or(1))
-    .bind(starts_at)
-    .bind(at_stored_precision(c.ends_at))
-    .bind(DbJson(&c.voucher.discount))
-    .bind(c.voucher.min_order_amount)
-    .bind(c.voucher.valid_for_seconds)
-    .bind(c.voucher.expires_at.map(at_stored_precision))
-    .bind(c.max_per_order.unwrap_or(1))
     .fetch_one(&mut **tx)
     .await
     .map_err(constraint_to_validation)
@@ -330,20 +331,23 @@ async fn apply_update(
     id: CampaignId,
     u: &UpdateCampaign,
 ) -> ApiResult<Option<CampaignRow>> {
-    sqlx::query_as(
-        "UPDATE campaigns SET
-             paused = COALESCE($2, paused),
-             ends_at = COALESCE($3, ends_at),
-             total_stock = total_stock + COALESCE($4, 0),
-             remaining = remaining + COALESCE($4, 0),
-             updated_at = now()
-         WHERE id = $1
-         RETURNING *",
+    sqlx::query_as!(
+        CampaignRow,
+        r#"UPDATE campaigns SET
+               paused = COALESCE($2, paused),
+               ends_at = COALESCE($3, ends_at),
+               total_stock = total_stock + COALESCE($4::bigint, 0),
+               remaining = remaining + COALESCE($4::bigint, 0),
+               updated_at = now()
+           WHERE id = $1
+           RETURNING id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at"#,
+        id.0,
+        u.paused,
+        u.ends_at,
+        u.add_stock,
     )
-    .bind(id.0)
-    .bind(u.paused)
-    .bind(u.ends_at)
-    .bind(u.add_stock)
     .fetch_optional(&mut **tx)
     .await
     .map_err(constraint_to_validation)
@@ -465,16 +469,25 @@ async fn list(
     let limit = json::page_limit(params.limit, 20, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
     // Ids are v7 UUIDs, so id order is creation order: newest first.
-    let mut rows: Vec<ListedRow> = sqlx::query_as(
-        "SELECT c.*, (SELECT count(*) FROM vouchers v
-                      WHERE v.campaign_id = c.id AND v.status = 'redeemed') AS redeemed
-         FROM campaigns c WHERE ($1::uuid IS NULL OR c.id < $1)
-         ORDER BY c.id DESC LIMIT $2",
+    let mut rows: Vec<ListedRow> = sqlx::query!(
+        r#"SELECT id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at,
+                  (SELECT count(*) FROM vouchers v
+                   WHERE v.campaign_id = c.id AND v.status = 'redeemed') AS "redeemed!"
+           FROM campaigns c WHERE ($1::uuid IS NULL OR c.id < $1)
+           ORDER BY c.id DESC LIMIT $2"#,
+        cursor,
+        limit + 1,
     )
-    .bind(cursor)
-    .bind(limit + 1)
     .fetch_all(&state.db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| ListedRow {
+        redeemed: r.redeemed,
+        row: row::row_from!(r),
+    })
+    .collect();
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.row.id.to_string())
@@ -505,53 +518,53 @@ async fn audit(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let row: CampaignRow = sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
+    let row = row::fetch(&mut *tx, id)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let vouchers: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers WHERE campaign_id = $1")
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await?;
-    let doubly_redeemed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT r.voucher_id FROM redemptions r
-             JOIN vouchers v ON v.id = r.voucher_id
-             WHERE v.campaign_id = $1 AND r.status = 'active'
-             GROUP BY r.voucher_id HAVING count(*) > 1) twice",
+    let vouchers: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM vouchers WHERE campaign_id = $1"#,
+        id.0,
     )
-    .bind(id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let doubly_redeemed: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM (SELECT r.voucher_id FROM redemptions r
+               JOIN vouchers v ON v.id = r.voucher_id
+               WHERE v.campaign_id = $1 AND r.status = 'active'
+               GROUP BY r.voucher_id HAVING count(*) > 1) twice"#,
+        id.0,
+    )
     .fetch_one(&mut *tx)
     .await?;
     // A voucher is `redeemed` exactly when it has a live redemption, and both name
     // the same redemption and order.
-    let redemption_mismatch: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM vouchers v
-         LEFT JOIN redemptions r ON r.voucher_id = v.id AND r.status = 'active'
-         WHERE v.campaign_id = $1
-           AND ((v.status = 'redeemed') IS DISTINCT FROM (r.id IS NOT NULL)
-                OR (r.id IS NOT NULL AND (r.id IS DISTINCT FROM v.redemption_id
-                                          OR r.order_id IS DISTINCT FROM v.order_id)))",
+    let redemption_mismatch: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM vouchers v
+           LEFT JOIN redemptions r ON r.voucher_id = v.id AND r.status = 'active'
+           WHERE v.campaign_id = $1
+             AND ((v.status = 'redeemed') IS DISTINCT FROM (r.id IS NOT NULL)
+                  OR (r.id IS NOT NULL AND (r.id IS DISTINCT FROM v.redemption_id
+                                            OR r.order_id IS DISTINCT FROM v.order_id)))"#,
+        id.0,
     )
-    .bind(id.0)
     .fetch_one(&mut *tx)
     .await?;
-    let over_limit: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT user_id FROM vouchers WHERE campaign_id = $1
-         GROUP BY user_id HAVING count(*) > $2) over",
+    let over_limit: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM (SELECT user_id FROM vouchers WHERE campaign_id = $1
+           GROUP BY user_id HAVING count(*) > $2) over"#,
+        id.0,
+        row.per_user_limit as i64,
     )
-    .bind(id.0)
-    .bind(row.per_user_limit as i64)
     .fetch_one(&mut *tx)
     .await?;
-    let grant_count_mismatch: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM
-             (SELECT user_id, granted FROM user_grants WHERE campaign_id = $1) c
-             FULL JOIN (SELECT user_id, count(*)::int AS n FROM vouchers
-                        WHERE campaign_id = $1 GROUP BY user_id) v USING (user_id)
-         WHERE c.granted IS DISTINCT FROM v.n",
+    let grant_count_mismatch: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM
+               (SELECT user_id, granted FROM user_grants WHERE campaign_id = $1) c
+               FULL JOIN (SELECT user_id, count(*)::int AS n FROM vouchers
+                          WHERE campaign_id = $1 GROUP BY user_id) v USING (user_id)
+           WHERE c.granted IS DISTINCT FROM v.n"#,
+        id.0,
     )
-    .bind(id.0)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

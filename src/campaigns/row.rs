@@ -16,7 +16,10 @@ use crate::{
 };
 
 /// A campaign row as stored. Serialisable so the cache can share it through Redis.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
+/// Queries name its columns (with `discount`'s type), so `query_as!` checks each
+/// against the table when the crate is built; `row_from!` builds one from a `query!`
+/// record that selected them beside other columns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CampaignRow {
     pub id: Uuid,
     pub name: String,
@@ -41,6 +44,31 @@ pub struct CampaignRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// A `CampaignRow` from a `query!` record holding its columns.
+macro_rules! row_from {
+    ($r:expr) => {
+        $crate::campaigns::row::CampaignRow {
+            id: $r.id,
+            name: $r.name,
+            total_stock: $r.total_stock,
+            remaining: $r.remaining,
+            issued: $r.issued,
+            per_user_limit: $r.per_user_limit,
+            starts_at: $r.starts_at,
+            ends_at: $r.ends_at,
+            paused: $r.paused,
+            discount: $r.discount,
+            min_order_amount: $r.min_order_amount,
+            valid_for_seconds: $r.valid_for_seconds,
+            voucher_expires_at: $r.voucher_expires_at,
+            max_per_order: $r.max_per_order,
+            created_at: $r.created_at,
+            updated_at: $r.updated_at,
+        }
+    };
+}
+pub(crate) use row_from;
 
 /// `max_per_order` of a snapshot cached before the column existed.
 fn one() -> i32 {
@@ -158,19 +186,21 @@ pub struct VoucherTerms {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Reads one campaign straight from Postgres.
-pub async fn fetch(pool: &PgPool, id: CampaignId) -> Result<Option<CampaignRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM campaigns WHERE id = $1")
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await
-}
-
-#[derive(sqlx::FromRow)]
-struct Timed {
-    #[sqlx(flatten)]
-    row: CampaignRow,
-    db_now: DateTime<Utc>,
+/// Reads one campaign straight from Postgres (from the pool, or in a transaction).
+pub async fn fetch<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: CampaignId,
+) -> Result<Option<CampaignRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CampaignRow,
+        r#"SELECT id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at
+           FROM campaigns WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Reads one campaign straight from Postgres, and Postgres' clock with it.
@@ -180,14 +210,19 @@ pub async fn fetch_measuring_clock(
     clock: &DbClock,
 ) -> Result<Option<CampaignRow>, sqlx::Error> {
     let sent = std::time::Instant::now();
-    let timed: Option<Timed> =
-        sqlx::query_as("SELECT c.*, now() AS db_now FROM campaigns c WHERE c.id = $1")
-            .bind(id.0)
-            .fetch_optional(pool)
-            .await?;
+    let timed = sqlx::query!(
+        r#"SELECT id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at,
+                  now() AS "db_now!"
+           FROM campaigns WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_optional(pool)
+    .await?;
     let received = std::time::Instant::now();
     Ok(timed.map(|t| {
         clock.record(sent, t.db_now, received);
-        t.row
+        row_from!(t)
     }))
 }

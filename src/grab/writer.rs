@@ -445,7 +445,6 @@ async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pend
 }
 
 /// What `grant_batch` reports (grabs numbered from 1 in batch order).
-#[derive(sqlx::FromRow)]
 struct BatchResult {
     /// Grabs whose key this batch reserved (recorded with its grant); the name is
     /// the function's output column (migration 0013).
@@ -474,48 +473,49 @@ async fn commit(
 ) -> Result<Vec<Settled>, sqlx::Error> {
     let grabs: Vec<&Prepared> = batch.iter().map(|p| &p.grab).collect();
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
-    let r: BatchResult = sqlx::query_as(
-        // Named arguments: two adjacent arrays of one type can never swap unnoticed.
-        "SELECT o_reserved, o_eligible, o_granted, o_taken, o_busy, o_state FROM grant_batch(
+    let fingerprints: Vec<&[u8]> = grabs.iter().map(|g| g.fingerprint.as_slice()).collect();
+    let bodies: Vec<&[u8]> = grabs.iter().map(|g| g.body.as_slice()).collect();
+    let ids: Vec<Uuid> = grabs.iter().map(|g| g.voucher.id).collect();
+    let issued_at: Vec<chrono::DateTime<chrono::Utc>> =
+        grabs.iter().map(|g| g.voucher.issued_at).collect();
+    let expires_at: Vec<chrono::DateTime<chrono::Utc>> =
+        grabs.iter().map(|g| g.voucher.expires_at).collect();
+    let event_ids: Vec<Uuid> = grabs.iter().map(|g| g.event_id).collect();
+    // Named arguments: two adjacent arrays of one type can never swap unnoticed. The
+    // outputs are never null (the function sets each before it returns). Arrays of
+    // borrowed elements (`&str`, `&[u8]`) encode as the owned ones do, but the macro's
+    // type check knows only owned elements: `as _` skips that check for them (and for
+    // the JSON wrapper) rather than copy every key, code and body of every batch.
+    let r = sqlx::query_as!(
+        BatchResult,
+        r#"SELECT o_reserved AS "o_reserved!", o_eligible AS "o_eligible!",
+                  o_granted AS "o_granted!", o_taken AS "o_taken!", o_busy AS "o_busy!",
+                  o_state AS "o_state!"
+           FROM grant_batch(
              p_campaign => $1, p_per_user_limit => $2, p_discount => $3, p_min_order => $4,
              p_scopes => $5, p_keys => $6, p_fingerprints => $7, p_bodies => $8,
              p_ids => $9, p_codes => $10, p_users => $11, p_issued_at => $12,
              p_expires_at => $13, p_event_ids => $14, p_events => $15,
-             p_issued_type => $16, p_sold_out_type => $17, p_sold_out_id => $18)",
+             p_issued_type => $16, p_sold_out_type => $17, p_sold_out_id => $18)"#,
+        campaign.id,
+        campaign.per_user_limit,
+        &campaign.discount as _,
+        campaign.min_order_amount,
+        &col(|g| &g.scope) as _,
+        &col(|g| &g.key) as _,
+        &fingerprints as _,
+        &bodies as _,
+        &ids,
+        &col(|g| &g.voucher.code) as _,
+        &col(|g| &g.voucher.user_id) as _,
+        &issued_at,
+        &expires_at,
+        &event_ids,
+        &col(|g| &g.event) as _,
+        EventType::VoucherIssued.as_str(),
+        EventType::CampaignSoldOut.as_str(),
+        Uuid::now_v7(),
     )
-    .bind(campaign.id)
-    .bind(campaign.per_user_limit)
-    .bind(&campaign.discount)
-    .bind(campaign.min_order_amount)
-    .bind(col(|g| &g.scope))
-    .bind(col(|g| &g.key))
-    .bind(
-        grabs
-            .iter()
-            .map(|g| g.fingerprint.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(grabs.iter().map(|g| g.body.as_slice()).collect::<Vec<_>>())
-    .bind(grabs.iter().map(|g| g.voucher.id).collect::<Vec<_>>())
-    .bind(col(|g| &g.voucher.code))
-    .bind(col(|g| &g.voucher.user_id))
-    .bind(
-        grabs
-            .iter()
-            .map(|g| g.voucher.issued_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        grabs
-            .iter()
-            .map(|g| g.voucher.expires_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(grabs.iter().map(|g| g.event_id).collect::<Vec<_>>())
-    .bind(col(|g| &g.event))
-    .bind(EventType::VoucherIssued.as_str())
-    .bind(EventType::CampaignSoldOut.as_str())
-    .bind(Uuid::now_v7())
     .fetch_one(&mut *conn)
     .await?;
     Ok(outcomes(&r, batch.len()))

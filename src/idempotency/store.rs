@@ -29,7 +29,6 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 
 /// A stored record. Status and body are set in the transaction that inserts the
 /// row, so a committed row always has both.
-#[derive(sqlx::FromRow)]
 struct Record {
     fingerprint: Vec<u8>,
     status_code: Option<i16>,
@@ -92,14 +91,14 @@ pub struct Reservation {
 impl Reservation {
     /// Stores the response in the effect's transaction; the caller commits.
     pub async fn complete(&mut self, status: StatusCode, body: &[u8]) -> ApiResult<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE idempotency_keys SET status_code = $3, response_body = $4
              WHERE scope = $1 AND key = $2",
+            self.scope.as_str(),
+            self.key.as_str(),
+            status.as_u16() as i16,
+            body,
         )
-        .bind(self.scope.as_str())
-        .bind(self.key.as_str())
-        .bind(status.as_u16() as i16)
-        .bind(body)
         .execute(&mut *self.tx)
         .await?;
         self.answer = Some((status, body.to_vec()));
@@ -483,13 +482,13 @@ impl Store {
         }
         precheck()?;
         let mut tx = crate::begin(pool).await?;
-        let reserved = sqlx::query(
+        let reserved = sqlx::query!(
             "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
+            scope.as_str(),
+            key.as_str(),
+            fingerprint,
         )
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(fingerprint)
         .execute(&mut *tx)
         .await
         .map_err(|e| match ApiError::from(e) {
@@ -533,16 +532,17 @@ async fn lookup(
     // The remaining life is counted from before the question: Postgres measured it
     // at some instant after this one.
     let asked = Instant::now();
-    let record: Option<Record> = sqlx::query_as(
-        "SELECT fingerprint, status_code, response_body,
-                GREATEST(0, EXTRACT(EPOCH FROM
-                    created_at + make_interval(secs => $3) - now()))::float8 AS life_secs
-         FROM idempotency_keys
-         WHERE scope = $1 AND key = $2",
+    let record: Option<Record> = sqlx::query_as!(
+        Record,
+        r#"SELECT fingerprint, status_code, response_body,
+                  GREATEST(0, EXTRACT(EPOCH FROM
+                      created_at + make_interval(secs => $3) - now()))::float8 AS "life_secs!"
+           FROM idempotency_keys
+           WHERE scope = $1 AND key = $2"#,
+        scope.as_str(),
+        key.as_str(),
+        ttl.as_secs_f64(),
     )
-    .bind(scope.as_str())
-    .bind(key.as_str())
-    .bind(ttl.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     let Some(Record {
@@ -594,13 +594,13 @@ pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
 pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(
+        let n = sqlx::query!(
             "DELETE FROM idempotency_keys WHERE ctid IN (
                  SELECT ctid FROM idempotency_keys
                  WHERE created_at < now() - make_interval(secs => $1)
                  LIMIT 5000)",
+            ttl.as_secs_f64(),
         )
-        .bind(ttl.as_secs_f64())
         .execute(pool)
         .await?
         .rows_affected();
