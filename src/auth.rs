@@ -134,7 +134,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 /// The authenticated end user.
 #[derive(Debug, Clone)]
-pub struct User(pub UserId);
+pub(crate) struct User(pub UserId);
 
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
@@ -150,13 +150,13 @@ impl FromRequestParts<AppState> for User {
 }
 
 /// The header in which an order service names the user it acts for.
-pub const ON_BEHALF_OF: &str = "on-behalf-of";
+pub(crate) const ON_BEHALF_OF: &str = "on-behalf-of";
 
 /// Who checks out: a user with their own JWT, or an order service acting for the user
 /// it names in `On-Behalf-Of` (hours later, after the user's token expired). The
 /// user is never taken from a body, path or query.
 #[derive(Debug, Clone)]
-pub struct Shopper {
+pub(crate) struct Shopper {
     pub user: UserId,
     /// The order service, when one calls.
     pub service: Option<String>,
@@ -167,11 +167,11 @@ impl Shopper {
     /// fingerprints carry the user it named).
     /// The client address the per-IP limit counts: none for an order service, whose
     /// calls for every user come from its own few addresses.
-    pub fn client_ip(&self, ip: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+    pub(crate) fn client_ip(&self, ip: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
         if self.service.is_some() { None } else { ip }
     }
 
-    pub fn scope(&self) -> crate::idempotency::Scope {
+    pub(crate) fn scope(&self) -> crate::idempotency::Scope {
         match &self.service {
             Some(name) => crate::idempotency::Scope::service(name),
             None => crate::idempotency::Scope::user(&self.user),
@@ -210,7 +210,7 @@ impl FromRequestParts<AppState> for Shopper {
 
 /// An admin caller; a valid user JWT here is 403, anything else 401.
 #[derive(Debug, Clone, Copy)]
-pub struct Admin;
+pub(crate) struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;

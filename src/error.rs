@@ -8,7 +8,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field of a well-formed body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -29,7 +29,7 @@ impl FieldError {
 
 /// The problem+json body every error response carries.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -45,7 +45,7 @@ pub struct Problem {
 /// its layers produced without a body (an unknown route, a wrong method, a refused
 /// body).
 #[derive(Debug, Clone, Copy)]
-pub struct FrameworkProblem {
+pub(crate) struct FrameworkProblem {
     /// The status it dresses; `None` for the entry that dresses any other.
     pub status: Option<StatusCode>,
     pub code: &'static str,
@@ -58,7 +58,7 @@ pub struct FrameworkProblem {
 /// the service cannot answer a code its document does not name. 415 and 431 are
 /// listed before any route or the server answers them, so the enum is complete
 /// whichever lands first.
-pub const FRAMEWORK_PROBLEMS: &[FrameworkProblem] = &[
+pub(crate) const FRAMEWORK_PROBLEMS: &[FrameworkProblem] = &[
     FrameworkProblem {
         status: Some(StatusCode::BAD_REQUEST),
         code: "malformed_request",
@@ -102,7 +102,7 @@ pub const FRAMEWORK_PROBLEMS: &[FrameworkProblem] = &[
 ];
 
 /// The entry of `FRAMEWORK_PROBLEMS` that dresses a bodiless `status`.
-pub fn framework_problem(status: StatusCode) -> &'static FrameworkProblem {
+pub(crate) fn framework_problem(status: StatusCode) -> &'static FrameworkProblem {
     let entry = |wanted: Option<StatusCode>| FRAMEWORK_PROBLEMS.iter().find(|p| p.status == wanted);
     entry(Some(status))
         .or_else(|| entry(None))
@@ -110,7 +110,7 @@ pub fn framework_problem(status: StatusCode) -> &'static FrameworkProblem {
 }
 
 /// Every code the service answers, sorted: `ApiError`'s and the framework's.
-pub fn all_codes() -> Vec<&'static str> {
+pub(crate) fn all_codes() -> Vec<&'static str> {
     let mut codes: Vec<&'static str> = ApiError::CODES
         .iter()
         .copied()
@@ -123,7 +123,7 @@ pub fn all_codes() -> Vec<&'static str> {
 
 /// `Problem.code` in the OpenAPI document: an enum of `all_codes`, under a name of
 /// its own, so a generated client gets one type to match on.
-pub struct ProblemCode;
+pub(crate) struct ProblemCode;
 
 impl utoipa::PartialSchema for ProblemCode {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -353,7 +353,7 @@ impl ApiError {
 
 /// The problem+json body for `status` and `code`: what `problem_response` sends,
 /// and what the head guard writes itself where no response type exists yet.
-pub fn problem_body(
+pub(crate) fn problem_body(
     status: StatusCode,
     code: &str,
     detail: String,
@@ -373,7 +373,7 @@ pub fn problem_body(
 
 /// Builds a problem+json response for any status; also used to dress up errors
 /// produced outside handlers (unknown route, wrong method, timeout).
-pub fn problem_response(
+pub(crate) fn problem_response(
     status: StatusCode,
     code: &str,
     detail: String,
@@ -391,12 +391,12 @@ pub fn problem_response(
 /// A `Retry-After` for a refusal that changed nothing: whole seconds (RFC 9110
 /// delay-seconds), uniform over 1 to 3, so the clients refused together in one stall
 /// come back spread over two seconds rather than all in the same one.
-pub fn retry_after() -> HeaderValue {
+pub(crate) fn retry_after() -> HeaderValue {
     retry_after_from(1)
 }
 
 /// `Retry-After` of at least `secs`, jittered by up to two more seconds.
-pub fn retry_after_from(secs: u64) -> HeaderValue {
+pub(crate) fn retry_after_from(secs: u64) -> HeaderValue {
     HeaderValue::from(secs.max(1) + rand::random_range(0..=2u64))
 }
 
@@ -468,7 +468,7 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {

@@ -17,15 +17,15 @@ use crate::error::{ApiError, FieldError};
 /// when it passes is refused with 408, so a client sending a byte at a time cannot
 /// hold a request open.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline(pub std::time::Duration);
+pub(crate) struct BodyDeadline(pub std::time::Duration);
 
 impl BodyDeadline {
     /// `BODY_READ_TIMEOUT`'s default.
-    pub const DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+    pub(crate) const DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 }
 
 /// Maps a failure to read the body: over the limit is 413, anything else is 400.
-pub fn body_rejection(r: BytesRejection) -> ApiError {
+pub(crate) fn body_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge
     } else {
@@ -37,7 +37,7 @@ pub fn body_rejection(r: BytesRejection) -> ApiError {
 /// `application/*+json` (RFC 6839, e.g. `application/merge-patch+json`), with or
 /// without parameters, in any case. Two `Content-Type` fields are not a declaration
 /// but a contradiction, so they do not count.
-pub fn declares_json(headers: &HeaderMap) -> bool {
+pub(crate) fn declares_json(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return false;
@@ -56,7 +56,7 @@ pub fn declares_json(headers: &HeaderMap) -> bool {
 /// Refuses a non-empty body that was not declared as JSON (415): parsed anyway, a
 /// form's `a=1&b=2` would be answered as if it were a JSON mistake. An empty body
 /// declares nothing and needs no type.
-pub fn require_json(declared: bool, body: &Bytes) -> Result<(), ApiError> {
+pub(crate) fn require_json(declared: bool, body: &Bytes) -> Result<(), ApiError> {
     if body.is_empty() || declared {
         Ok(())
     } else {
@@ -106,11 +106,11 @@ pub fn from_body<T: DeserializeOwned>(bytes: &Bytes, value: &Value) -> Result<T,
 /// The body of a route that takes no parameters: nothing, or `{}`.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EmptyBody {}
+pub(crate) struct EmptyBody {}
 
 /// A query string parsed into `T`; a bad value is 422 naming the parameter.
 #[derive(Debug)]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
@@ -130,7 +130,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 }
 
 /// A page size from the query: `default` when absent, else 1 to `max`.
-pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(default);
     if (1..=max).contains(&limit) {
         Ok(limit)
@@ -143,7 +143,7 @@ pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, Api
 }
 
 /// An opaque list cursor (the last id of the previous page).
-pub fn cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
+pub(crate) fn cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
     cursor
         .map(uuid::Uuid::parse_str)
         .transpose()

@@ -72,31 +72,49 @@
 //! The checkout rules (whether a voucher may be spent on an order, and for how much):
 //! `checkout::Checkout::decide`.
 
-pub mod auth;
+pub(crate) mod auth;
 pub(crate) mod cache;
-pub mod campaigns;
-pub mod checkout;
-pub mod config;
+pub(crate) mod campaigns;
+pub(crate) mod checkout;
+pub(crate) mod config;
 pub(crate) mod dbclock;
 pub(crate) mod dbwatch;
 pub(crate) mod deadline;
-pub mod domain;
-pub mod error;
+pub(crate) mod domain;
+pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod grab;
 pub(crate) mod head;
-pub mod idempotency;
-pub mod json;
+pub(crate) mod idempotency;
+pub(crate) mod json;
 pub(crate) mod keep_alive;
 pub(crate) mod limits;
 pub(crate) mod maintenance;
-pub mod ops;
+pub(crate) mod ops;
 pub(crate) mod redemptions;
 pub(crate) mod redis;
-pub mod server;
-pub mod telemetry;
+pub(crate) mod server;
+pub(crate) mod telemetry;
 pub(crate) mod vouchers;
 pub(crate) mod webhooks;
+
+// The crate's public surface: what the binary, the integration tests and the fuzz
+// targets use. Everything else is crate-private, so `dead_code` and
+// `unreachable_pub` see it.
+pub use auth::mint as mint_token;
+pub use campaigns::CreateCampaign;
+pub use checkout::Checkout;
+pub use config::{
+    Settings, from_env as settings_from_env, from_lookup as settings_from_lookup,
+    jwt_secret_from_env,
+};
+pub use domain::{CampaignId, Currency, Discount, UserId, VoucherCode};
+pub use idempotency::key::{IdempotencyKey, canonical_json, fingerprint};
+pub use idempotency::store::purge_expired;
+pub use json::{from_body, parse_value};
+pub use ops::document as openapi_document;
+pub use server::{ServerLimits, run as run_server};
+pub use telemetry::init as init_tracing;
 
 use std::{str::FromStr, time::Duration};
 use utoipa::OpenApi;
@@ -124,7 +142,6 @@ use tower_http::{
 use crate::{
     auth::AuthKeys,
     cache::CampaignCache,
-    config::Settings,
     error::{PROBLEM_JSON, problem_response},
     grab::Grabber,
     redis::Redis,

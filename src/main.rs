@@ -42,15 +42,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token { sub, ttl, count } => {
-            let secret = voucherd::config::jwt_secret_from_env()?;
+            let secret = voucherd::jwt_secret_from_env()?;
             match count {
-                None => println!("{}", voucherd::auth::mint(&secret, &sub, ttl.as_secs())?),
+                None => println!("{}", voucherd::mint_token(&secret, &sub, ttl.as_secs())?),
                 Some(n) => {
                     use std::io::Write;
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                     for i in 0..n {
                         let token =
-                            voucherd::auth::mint(&secret, &format!("{sub}-{i}"), ttl.as_secs())?;
+                            voucherd::mint_token(&secret, &format!("{sub}-{i}"), ttl.as_secs())?;
                         writeln!(out, "{token}")?;
                     }
                 }
@@ -59,21 +59,21 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = load_settings();
-            voucherd::telemetry::init(settings.log_json);
+            voucherd::init_tracing(settings.log_json);
             voucherd::migrate(&settings).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Serve => {
             let settings = load_settings();
-            voucherd::telemetry::init(settings.log_json);
+            voucherd::init_tracing(settings.log_json);
             voucherd::serve(settings).await
         }
     }
 }
 
-fn load_settings() -> voucherd::config::Settings {
-    voucherd::config::from_env().unwrap_or_else(|e| {
+fn load_settings() -> voucherd::Settings {
+    voucherd::settings_from_env().unwrap_or_else(|e| {
         eprintln!("voucherd: invalid setting {e}");
         std::process::exit(2);
     })

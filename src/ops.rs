@@ -168,7 +168,7 @@ impl Modify for Problems {
 }
 
 /// Health and readiness (documented), metrics and the documents themselves.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -182,9 +182,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The page's script URL names the vendored Scalar's version (see
 /// assets/scalar/README.md), so a browser that cached one version for a year still
 /// fetches the next one after an upgrade. assets/docs/index.html names it too.
-pub const SCALAR_JS_PATH: &str = "/docs/assets/scalar-1.76.4/standalone.js";
+pub(crate) const SCALAR_JS_PATH: &str = "/docs/assets/scalar-1.76.4/standalone.js";
 const SCALAR_JS: &[u8] = include_bytes!("../assets/scalar/standalone.js");
-pub const DOCS_JS_PATH: &str = "/docs/assets/docs.js";
+pub(crate) const DOCS_JS_PATH: &str = "/docs/assets/docs.js";
 const DOCS_JS: &str = include_str!("../assets/docs/docs.js");
 const DOCS_HTML: &str = include_str!("../assets/docs/index.html");
 
@@ -238,7 +238,7 @@ async fn docs_js() -> Response {
 
 /// Installs the process-wide Prometheus recorder once; later calls (tests build many
 /// apps in one process) share it.
-pub fn metrics_handle() -> PrometheusHandle {
+pub(crate) fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -262,7 +262,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// Counts every request by route template (never the raw path, which would let
 /// clients create unbounded label values), method and status, with its latency.
-pub async fn track_http(req: Request, next: Next) -> Response {
+pub(crate) async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -283,7 +283,7 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     pub status: &'static str,
 }
 
@@ -294,7 +294,7 @@ async fn healthz() -> Json<Health> {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `ready`, `degraded` (Redis down: still serving, slower) or `unavailable`.
     pub status: &'static str,
     pub postgres: &'static str,

@@ -5,10 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use voucherd::{
-    checkout::Checkout,
-    domain::{Currency, Discount},
-};
+use voucherd::{Checkout, Currency, Discount};
 
 fuzz_target!(|input: (i64, i64, i32, bool, (i64, i64, i32))| {
     let (order, amount, basis_points, percent, (discounted, same_campaign, max_per_order)) = input;

@@ -6,10 +6,8 @@
 use axum::body::Bytes;
 use libfuzzer_sys::fuzz_target;
 use voucherd::{
-    campaigns::CreateCampaign,
-    domain::{CampaignId, UserId, VoucherCode},
-    idempotency::{IdempotencyKey, canonical_json, fingerprint},
-    json::{from_body, parse_value},
+    CampaignId, CreateCampaign, IdempotencyKey, UserId, VoucherCode, canonical_json, fingerprint,
+    from_body, parse_value,
 };
 
 fuzz_target!(|data: &[u8]| {

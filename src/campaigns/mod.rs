@@ -2,7 +2,7 @@
 //! read-only view, their request and response types, and the writes behind them. The
 //! row and the rules it decides live in `row`, importable without these routes.
 
-pub mod row;
+pub(crate) mod row;
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use sqlx::{Postgres, Transaction, types::Json as DbJson};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub use row::{CampaignRow, CampaignStatus, VoucherTerms, fetch, fetch_measuring_clock};
+pub(crate) use row::{CampaignRow, CampaignStatus, VoucherTerms, fetch};
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The campaign routes, each registered with its documentation.
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(admin_get, update))
@@ -48,7 +48,7 @@ struct ListedRow {
 
 /// A campaign as admins see it, with exact counters from Postgres.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Campaign {
+pub(crate) struct Campaign {
     pub id: Uuid,
     pub name: String,
     pub status: CampaignStatus,
@@ -69,7 +69,7 @@ pub struct Campaign {
 
 impl Campaign {
     /// The admin view; `redeemed` is counted from the rows by `count_redeemed`.
-    pub fn new(r: &CampaignRow, redeemed: i64) -> Self {
+    pub(crate) fn new(r: &CampaignRow, redeemed: i64) -> Self {
         Campaign {
             id: r.id,
             name: r.name.clone(),
@@ -102,7 +102,7 @@ async fn count_redeemed<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<i
 
 /// The public view of a campaign; `remaining` may lag by about a second.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PublicCampaign {
+pub(crate) struct PublicCampaign {
     pub id: Uuid,
     pub name: String,
     pub status: CampaignStatus,
@@ -139,7 +139,7 @@ pub struct CreateCampaign {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateCampaign {
+pub(crate) struct UpdateCampaign {
     pub paused: Option<bool>,
     pub ends_at: Option<DateTime<Utc>>,
     /// Stock only ever grows: 1 to 1,000,000,000 more.
@@ -148,7 +148,7 @@ pub struct UpdateCampaign {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignList {
+pub(crate) struct CampaignList {
     pub items: Vec<Campaign>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -156,7 +156,7 @@ pub struct CampaignList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     /// 1 to 100, default 20.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -166,14 +166,14 @@ pub struct ListParams {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditCheck {
+pub(crate) struct AuditCheck {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Audit {
+pub(crate) struct Audit {
     pub ok: bool,
     pub checks: Vec<AuditCheck>,
 }

@@ -187,7 +187,7 @@ pub struct VoucherTerms {
 }
 
 /// Reads one campaign straight from Postgres (from the pool, or in a transaction).
-pub async fn fetch<'e>(
+pub(crate) async fn fetch<'e>(
     db: impl sqlx::PgExecutor<'e>,
     id: CampaignId,
 ) -> Result<Option<CampaignRow>, sqlx::Error> {
@@ -204,7 +204,7 @@ pub async fn fetch<'e>(
 }
 
 /// Reads one campaign straight from Postgres, and Postgres' clock with it.
-pub async fn fetch_measuring_clock(
+pub(crate) async fn fetch_measuring_clock(
     pool: &PgPool,
     id: CampaignId,
     clock: &DbClock,

@@ -7,8 +7,8 @@
 //! - `store`: concurrent and dangerous (the store, in-flight waits, the caches of
 //!   committed answers and their encoding, the purge).
 
-pub mod key;
-pub mod store;
+pub(crate) mod key;
+pub(crate) mod store;
 
 use axum::{
     body::Bytes,
@@ -16,11 +16,8 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-pub use key::{IdempotencyKey, Scope, canonical_json, fingerprint};
-pub use store::{
-    Begun, InFlightGuard, Reservation, Share, Store, Stored, json_bytes_response, purge_expired,
-    run_purger,
-};
+pub(crate) use key::{IdempotencyKey, Scope, fingerprint};
+pub(crate) use store::{Begun, InFlightGuard, Reservation, Store, json_bytes_response, run_purger};
 pub(crate) use store::{NextAction, Outcome, WhenLimited};
 
 use crate::{
@@ -29,15 +26,15 @@ use crate::{
     json,
 };
 
-pub const HEADER: &str = "idempotency-key";
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub(crate) const HEADER: &str = "idempotency-key";
+pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// A mutating request: its key, its fingerprint and its typed body. Extracting it
 /// checks, in order, the key (400), the body size (413), the body's media type (415),
 /// JSON syntax (400) and the body's shape (422). An empty body reads as `{}`. Every
 /// route with a body reads it here, so this is the one place those checks live.
 #[derive(Debug)]
-pub struct Idempotent<T> {
+pub(crate) struct Idempotent<T> {
     pub key: IdempotencyKey,
     pub fingerprint: Vec<u8>,
     pub body: T,
@@ -91,7 +88,7 @@ where
 impl<T> Idempotent<T> {
     /// Reserves this request's key for `scope` in a new transaction, or replays the
     /// stored answer. See `Store::begin`.
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         state: &crate::AppState,
         scope: &Scope,

@@ -182,7 +182,7 @@ impl RecentKey {
 struct RecentRef<'a>(&'a str, &'a str);
 
 /// A committed answer, as cached.
-pub struct Stored {
+pub(crate) struct Stored {
     /// When this copy stops answering: at most `RECENT_TTL` after it was cached, and
     /// never later than the record's own end in Postgres (created + `IDEMPOTENCY_TTL`).
     expires: Instant,
@@ -577,7 +577,7 @@ fn replayed_response(status_code: i16, body: Vec<u8>) -> Response {
 
 /// A JSON response from bytes already serialised (and stored), so the first answer
 /// and every replay are byte-for-byte the same.
-pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(
@@ -612,7 +612,7 @@ pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Er
 }
 
 /// Runs `purge_expired` every minute until the process stops.
-pub async fn run_purger(pool: PgPool, ttl: Duration) {
+pub(crate) async fn run_purger(pool: PgPool, ttl: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;

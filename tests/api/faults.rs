@@ -142,7 +142,7 @@ async fn an_instance_starting_during_another_migration_waits_then_serves() {
         ("JWT_SECRET", crate::helpers::JWT_SECRET.to_string()),
         ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.to_string()),
     ]);
-    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let settings = voucherd::settings_from_lookup(|k| env.get(k).cloned()).unwrap();
     let starting = tokio::spawn(async move { voucherd::migrate(&settings).await });
     // The scenario itself, not a synchronisation: the other migration outlasts
     // the 3 s lock timeout that bounds requests.
@@ -242,7 +242,7 @@ async fn a_transaction_abandoned_while_beginning_leaves_its_connection_clean() {
         ("DATABASE_MAX_CONNECTIONS", "2".to_string()),
         ("GRAB_WRITER_CONNECTIONS", "1".to_string()),
     ]);
-    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let settings = voucherd::settings_from_lookup(|k| env.get(k).cloned()).unwrap();
     let pool = voucherd::pool(&settings).unwrap();
     let abandoned = {
         let pool = pool.clone();
@@ -304,7 +304,7 @@ async fn a_migration_waiting_for_a_table_lock_does_not_hold_requests_behind_it()
         ("JWT_SECRET", crate::helpers::JWT_SECRET.to_string()),
         ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.to_string()),
     ]);
-    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let settings = voucherd::settings_from_lookup(|k| env.get(k).cloned()).unwrap();
     let migrating = tokio::spawn(async move { voucherd::migrate(&settings).await });
     crate::helpers::lock_waiters(&url, "voucherd-migrate", 1).await;
     let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();

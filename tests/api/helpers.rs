@@ -37,7 +37,7 @@ pub(crate) fn redis_url() -> String {
 static MIGRATED: OnceCell<()> = OnceCell::const_new();
 
 /// Creates and migrates the test database once per test process.
-async fn prepare_database(settings: &voucherd::config::Settings) {
+async fn prepare_database(settings: &voucherd::Settings) {
     MIGRATED
         .get_or_init(|| async {
             voucherd::migrate(settings)
@@ -116,7 +116,7 @@ impl TestApp {
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
-        let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        let settings = voucherd::settings_from_lookup(|k| env.get(k).cloned()).unwrap();
         if settings.database_url() == database_url() {
             prepare_database(&settings).await;
         }
@@ -125,8 +125,8 @@ impl TestApp {
         let workers = background.then(|| voucherd::spawn_workers(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let limits = voucherd::server::ServerLimits::from_settings(&state.settings);
-        let server = tokio::spawn(voucherd::server::run(
+        let limits = voucherd::ServerLimits::from_settings(&state.settings);
+        let server = tokio::spawn(voucherd::run_server(
             listener,
             voucherd::app(state),
             limits,
@@ -313,7 +313,7 @@ pub(crate) async fn isolated_database(name: &str) -> String {
         ("JWT_SECRET", JWT_SECRET.to_string()),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ]);
-    let settings = voucherd::config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let settings = voucherd::settings_from_lookup(|k| env.get(k).cloned()).unwrap();
     voucherd::migrate(&settings).await.unwrap();
     url
 }
@@ -321,7 +321,7 @@ pub(crate) async fn isolated_database(name: &str) -> String {
 /// The codes the OpenAPI document lists for `Problem.code`, read once per test
 /// binary from the document `/openapi.json` serves.
 static DOCUMENTED_CODES: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
-    let spec = serde_json::to_value(voucherd::ops::document()).unwrap();
+    let spec = serde_json::to_value(voucherd::openapi_document()).unwrap();
     documented_codes(&spec)
 });
 
@@ -563,7 +563,7 @@ pub(crate) fn campaign_body(stock: i64, per_user_limit: i64) -> Value {
 
 pub(crate) fn token(sub: &str) -> String {
     let secret = secrecy::SecretString::from(JWT_SECRET.to_string());
-    voucherd::auth::mint(&secret, sub, 3600).unwrap()
+    voucherd::mint_token(&secret, sub, 3600).unwrap()
 }
 
 /// A unique name, so tests sharing one database never collide.

@@ -130,7 +130,7 @@ async fn expired_keys_are_purged_and_fresh_ones_kept() {
         .execute(&app.db)
         .await
         .unwrap();
-    voucherd::idempotency::purge_expired(&app.db, std::time::Duration::from_secs(24 * 3600))
+    voucherd::purge_expired(&app.db, std::time::Duration::from_secs(24 * 3600))
         .await
         .unwrap();
     let left: Vec<String> = sqlx::query("SELECT key FROM idempotency_keys WHERE scope = $1")
@@ -172,7 +172,7 @@ async fn no_cache_replays_a_key_postgres_has_purged() {
     // Still in Postgres (not purged yet): replayed, from Postgres.
     let read = b.grab(&t, &campaign, &key).await;
     assert!(read.replayed && read.bytes == first.bytes);
-    let purged = voucherd::idempotency::purge_expired(&a.db, std::time::Duration::from_secs(60))
+    let purged = voucherd::purge_expired(&a.db, std::time::Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(purged, 1);

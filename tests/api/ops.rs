@@ -121,7 +121,7 @@ async fn problem_code_is_an_enum_of_every_code_the_service_answers() {
     let app = TestApp::spawn().await;
     let spec: Value = app.get_json("/openapi.json", None).await.1;
     let served = documented_codes(&spec);
-    let built = documented_codes(&serde_json::to_value(voucherd::ops::document()).unwrap());
+    let built = documented_codes(&serde_json::to_value(voucherd::openapi_document()).unwrap());
     assert_eq!(served, built);
     for code in [
         "malformed_request",
