@@ -57,6 +57,10 @@ pub struct Settings {
     /// How long the oldest waiting grab of a campaign may have waited before new
     /// ones are refused at once.
     pub grab_queue_max_wait: Duration,
+    /// How long a grant batch may have been committing before new grabs on every
+    /// campaign are refused at once (a standby gone under synchronous replication
+    /// stalls every commit until it is replaced).
+    pub grab_commit_stall: Duration,
     /// Grabs and redemptions per second per user (also the burst); 0 turns it off.
     pub rate_limit_user: u32,
     /// The same per client IP (the connection's peer); 0 turns it off.
@@ -270,6 +274,13 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "must be above 0 and at most GRAB_DEADLINE",
         ));
     }
+    let grab_commit_stall = duration(&opt, "GRAB_COMMIT_STALL", Duration::from_secs(2))?;
+    if grab_commit_stall < Duration::from_millis(100) || grab_commit_stall > grab_deadline {
+        return Err(err(
+            "GRAB_COMMIT_STALL",
+            "must be from 100ms to GRAB_DEADLINE",
+        ));
+    }
     let rate_limit_user = number(&opt, "RATE_LIMIT_USER", 10, 0..=1_000_000)? as u32;
     let rate_limit_ip = number(&opt, "RATE_LIMIT_IP", 0, 0..=1_000_000)? as u32;
     let max_connections = number(&opt, "MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
@@ -316,6 +327,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         grab_deadline,
         grab_queue_max,
         grab_queue_max_wait,
+        grab_commit_stall,
         rate_limit_user,
         rate_limit_ip,
         max_connections,
@@ -505,6 +517,8 @@ mod tests {
             ("GRAB_DEADLINE", "1ms"),
             ("GRAB_QUEUE_MAX", "0"),
             ("GRAB_QUEUE_MAX_WAIT", "6s"),
+            ("GRAB_COMMIT_STALL", "50ms"),
+            ("GRAB_COMMIT_STALL", "1h"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

@@ -363,6 +363,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
             },
             queue_max: settings.grab_queue_max,
             queue_max_wait: settings.grab_queue_max_wait,
+            commit_stall: settings.grab_commit_stall,
             deadline: settings.grab_deadline,
         },
     );

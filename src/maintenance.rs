@@ -1,45 +1,120 @@
-//! Background upkeep of the hottest table. Each grant leaves a dead version of its
-//! campaign row; autovacuum's one-minute naptime (or autovacuum turned off) lets
-//! those pile up until every decrement walks a long chain and grants slow down
-//! several-fold. Vacuuming the small `campaigns` table every few seconds keeps the
-//! hot row short.
+//! Background upkeep that runs on one instance at a time: several replicas share one
+//! Postgres, and two of them vacuuming or purging at once only doubles the work. Each
+//! job takes an advisory lock of its own (`Alone`) and steps aside while another
+//! instance holds it.
+//!
+//! The frequent vacuum of the hottest table lives here too. Each grant leaves a dead
+//! version of its campaign row; autovacuum's one-minute naptime (or autovacuum turned
+//! off) lets those pile up until every decrement walks a long chain and grants slow
+//! down several-fold. Vacuuming the small `campaigns` table every few seconds keeps
+//! the hot row short.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
-/// Vacuums `campaigns` every `INTERVAL` until the process stops. `SKIP_LOCKED` makes
-/// it step aside rather than queue behind a lock (another instance's vacuum, say);
-/// the warning Postgres sends when it steps aside is expected, so it is not logged.
+/// The first key of voucherd's advisory locks ("vouc"). Jobs use Postgres' two-key
+/// form, which never conflicts with the one-key locks sqlx's migrations take.
+const LOCK_CLASS: i32 = 0x766f_7563;
+
+/// The jobs that run on one instance at a time; the value is the lock's second key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Job {
+    HotVacuum = 1,
+    IdempotencyPurge = 2,
+}
+
+/// A pooled connection holding a job's session-level advisory lock. Released with
+/// `release`; dropped without it (an error, a cancelled task), the connection is
+/// closed rather than returned, which ends its session and so frees the lock: a
+/// pooled connection never keeps a job's lock for a later borrower.
+pub(crate) struct Alone {
+    conn: Option<PoolConnection<Postgres>>,
+    job: Job,
+}
+
+impl Alone {
+    /// Takes the job's lock if no other instance holds it; `None` at once otherwise.
+    pub(crate) async fn try_take(pool: &PgPool, job: Job) -> Result<Option<Alone>, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let mut alone = Alone { conn: None, job };
+        let got = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1, $2) AS "got!""#,
+            LOCK_CLASS,
+            job as i32
+        )
+        .fetch_one(&mut *conn)
+        .await;
+        // From the question on, the connection may hold the lock: dropped, it closes.
+        alone.conn = Some(conn);
+        Ok(got?.then_some(alone))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("held until released")
+    }
+
+    /// Frees the lock and returns the connection to the pool (or closes it if the
+    /// unlock fails).
+    pub(crate) async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = sqlx::query_scalar!(
+            r#"SELECT pg_advisory_unlock($1, $2) AS "unlocked!""#,
+            LOCK_CLASS,
+            self.job as i32
+        )
+        .fetch_one(&mut *conn)
+        .await;
+        if !matches!(unlocked, Ok(true)) {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Vacuums `campaigns` every `INTERVAL` until the process stops, on one instance at a
+/// time. `SKIP_LOCKED` makes it step aside rather than queue behind a lock; the
+/// warning Postgres sends when it steps aside is expected, so it is not logged.
 pub(crate) async fn run_hot_vacuum(pool: PgPool) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = vacuum(&pool).await {
-            tracing::debug!(error = %e, "campaigns vacuum skipped");
+        match Alone::try_take(&pool, Job::HotVacuum).await {
+            Ok(Some(mut alone)) => match vacuum(alone.conn()).await {
+                Ok(()) => alone.release().await,
+                // `alone` is dropped here: its connection closes.
+                Err(e) => tracing::debug!(error = %e, "campaigns vacuum skipped"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "campaigns vacuum skipped"),
         }
     }
 }
 
-async fn vacuum(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+/// On error the connection's settings are unknown: the caller drops `Alone`, which
+/// closes it.
+async fn vacuum(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SET client_min_messages = error")
         .execute(&mut *conn)
         .await?;
     let vacuumed = sqlx::query("VACUUM (SKIP_LOCKED) campaigns")
         .execute(&mut *conn)
         .await;
-    // The connection goes back to the pool: restore what other users of it expect,
-    // or close it if that fails.
-    if let Err(e) = sqlx::query("RESET client_min_messages")
+    // The connection goes back to the pool: restore what other users of it expect.
+    sqlx::query("RESET client_min_messages")
         .execute(&mut *conn)
-        .await
-    {
-        conn.close_on_drop();
-        return Err(e);
-    }
+        .await?;
     vacuumed.map(drop)
 }

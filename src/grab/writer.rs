@@ -16,6 +16,11 @@
 //!   or whose deadline (`GRAB_DEADLINE`) passed, is dropped when a batch forms. Once a
 //!   batch is sent, its grabs are answered only with Postgres' outcome; where that is
 //!   unknown (the connection broke mid-call) they get 409 `idempotency_key_in_use`.
+//! - A commit that stalls (under synchronous replication, a standby gone until
+//!   Patroni names another) trips a breaker: while any batch has been committing for
+//!   longer than `GRAB_COMMIT_STALL`, new grabs on every campaign are refused at once
+//!   with 503 `overloaded` rather than queue behind it; the grabs inside the stalled
+//!   commit keep waiting for its outcome.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -88,6 +93,8 @@ pub struct BatchLimits {
     pub queue_max: usize,
     /// How long the oldest waiting grab of a campaign may have waited.
     pub queue_max_wait: Duration,
+    /// How long a batch may have been committing before new grabs are refused.
+    pub commit_stall: Duration,
     /// How long after its request arrived a grab may still be sent to Postgres.
     pub deadline: Duration,
 }
@@ -136,6 +143,36 @@ struct Inner {
     limits: BatchLimits,
     lines: Mutex<Lines>,
     work: Notify,
+    /// When each batch now committing was sent, by writer.
+    committing: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Inner {
+    /// Whether some batch has been committing for longer than the stall bound.
+    fn commit_stalled(&self, now: Instant) -> bool {
+        lock(&self.committing)
+            .values()
+            .any(|sent| now.duration_since(*sent) > self.limits.commit_stall)
+    }
+}
+
+/// Marks one writer's batch as committing until dropped (whatever way the commit ends).
+struct Committing<'a> {
+    inner: &'a Inner,
+    writer: u64,
+}
+
+impl<'a> Committing<'a> {
+    fn start(inner: &'a Inner, writer: u64) -> Self {
+        lock(&inner.committing).insert(writer, Instant::now());
+        Committing { inner, writer }
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.committing).remove(&self.writer);
+    }
 }
 
 /// The grant writers of this instance, shared by all campaigns.
@@ -158,9 +195,10 @@ impl Batcher {
             limits,
             lines: Mutex::default(),
             work: Notify::new(),
+            committing: Mutex::default(),
         });
-        for _ in 0..limits.connections {
-            tokio::spawn(write_batches(inner.clone()));
+        for writer in 0..limits.connections {
+            tokio::spawn(write_batches(inner.clone(), writer as u64));
         }
         Batcher(inner)
     }
@@ -178,6 +216,11 @@ impl Batcher {
         let inner = &self.0;
         let (reply, answer) = oneshot::channel();
         let now = Instant::now();
+        if inner.commit_stalled(now) {
+            metrics::counter!("voucherd_grabs_shed_total", "reason" => "commit_stalled")
+                .increment(1);
+            return (Settled::Refused(ApiError::Overloaded), Some(guard));
+        }
         {
             let mut lines = lock(&inner.lines);
             let line = lines
@@ -236,7 +279,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// One writer: takes the next campaign in turn, forms a batch, writes it, repeats.
 /// Holds its connection only while there is work, so idle writers pin nothing.
-async fn write_batches(inner: Arc<Inner>) {
+async fn write_batches(inner: Arc<Inner>, writer: u64) {
     let mut held = Held::default();
     // A failed batch halves the writer's next one (its grabs come back as retries):
     // whatever made a batch fail (a timeout, a slow plan), the writer keeps making
@@ -274,7 +317,8 @@ async fn write_batches(inner: Arc<Inner>) {
             metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
             let committed = match conn {
                 Ok(conn) => {
-                    let ok = settle(conn, &campaign, batch).await;
+                    let ok =
+                        settle(conn, &campaign, batch, Committing::start(&inner, writer)).await;
                     if !ok {
                         held.discard();
                     }
@@ -410,7 +454,12 @@ impl Held {
 /// every grab in it gets a retryable 503 with no effect. A batch whose outcome is
 /// unknown (the connection broke after the call was sent) answers 409
 /// `idempotency_key_in_use`: the keys' retries find out what committed.
-async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pending>) -> bool {
+async fn settle(
+    conn: &mut PgConnection,
+    campaign: &CampaignRow,
+    batch: Vec<Pending>,
+    committing: Committing<'_>,
+) -> bool {
     // A grab whose request has just been answered by the timeout is not sent.
     let (batch, timed_out): (Vec<Pending>, Vec<Pending>) =
         batch.into_iter().partition(|p| p.clock.begin_commit());
@@ -421,6 +470,7 @@ async fn settle(conn: &mut PgConnection, campaign: &CampaignRow, batch: Vec<Pend
         return true;
     }
     let result = commit(conn, campaign, &batch).await;
+    drop(committing);
     let committed = result.is_ok();
     let outcomes = match result {
         Ok(outcomes) => outcomes,

@@ -15,12 +15,13 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{IdempotencyKey, REPLAYED_HEADER, Scope};
 use crate::{
     deadline::RequestClock,
     error::{ApiError, ApiResult},
+    maintenance::{Alone, Job},
     redis::Redis,
 };
 
@@ -590,8 +591,18 @@ pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response
 }
 
 /// Deletes records older than the TTL in bounded batches, so the purge never holds
-/// long locks or bloats one transaction.
-pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
+/// long locks or bloats one transaction. One instance purges at a time: `None` when
+/// another one is purging now.
+pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<Option<u64>, sqlx::Error> {
+    let Some(mut alone) = Alone::try_take(pool, Job::IdempotencyPurge).await? else {
+        return Ok(None);
+    };
+    let purged = purge_batches(alone.conn(), ttl).await;
+    alone.release().await;
+    purged.map(Some)
+}
+
+async fn purge_batches(conn: &mut PgConnection, ttl: Duration) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
         let n = sqlx::query!(
@@ -601,7 +612,7 @@ pub async fn purge_expired(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Er
                  LIMIT 5000)",
             ttl.as_secs_f64(),
         )
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         total += n;
@@ -617,8 +628,8 @@ pub(crate) async fn run_purger(pool: PgPool, ttl: Duration) {
     loop {
         tick.tick().await;
         match purge_expired(&pool, ttl).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+            Ok(None | Some(0)) => {}
+            Ok(Some(n)) => tracing::info!(purged = n, "expired idempotency keys purged"),
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed; will retry"),
         }
     }

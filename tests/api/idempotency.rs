@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use crate::helpers::{RedisMode, TestApp, campaign_body, token, unique};
 
@@ -114,6 +114,61 @@ async fn a_validation_refusal_is_not_recorded() {
     assert!(ok.headers().get("idempotent-replayed").is_none());
 }
 
+/// Purges once, waiting out another instance's purge (one runs at a time).
+async fn purge(db: &sqlx::PgPool, ttl: std::time::Duration) -> u64 {
+    for _ in 0..100 {
+        if let Some(n) = voucherd::purge_expired(db, ttl).await.unwrap() {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("another instance held the purge for 5 s");
+}
+
+/// Several replicas share one Postgres: while one instance purges (here, its lock
+/// held from a side session), another steps aside without touching a record, and
+/// purges once the lock is free.
+#[tokio::test]
+async fn the_purge_runs_on_one_instance_at_a_time() {
+    let url = crate::helpers::isolated_database("purge_alone").await;
+    let app = TestApp::spawn_with(RedisMode::Real, &[("DATABASE_URL", &url)]).await;
+    let campaign = app.campaign(10, 2).await;
+    let sub = unique("u");
+    app.grab(&token(&sub), &campaign, &unique("k")).await;
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    // voucherd's lock class ("vouc") and the purge's job number.
+    sqlx::query("SELECT pg_advisory_lock(1987016035, 2)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let ttl = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(voucherd::purge_expired(&app.db, ttl).await.unwrap(), None);
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    // The campaign's creation and the grab, both aged past the TTL.
+    assert_eq!(kept, 2, "purged while another instance held the purge");
+    sqlx::query("SELECT pg_advisory_unlock(1987016035, 2)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(
+        voucherd::purge_expired(&app.db, ttl).await.unwrap(),
+        Some(2)
+    );
+    // The lock went back with the purge: the side session takes it at once.
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(1987016035, 2)")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(free, "the purge kept its lock after it finished");
+}
+
 #[tokio::test]
 async fn expired_keys_are_purged_and_fresh_ones_kept() {
     let app = TestApp::spawn().await;
@@ -130,9 +185,7 @@ async fn expired_keys_are_purged_and_fresh_ones_kept() {
         .execute(&app.db)
         .await
         .unwrap();
-    voucherd::purge_expired(&app.db, std::time::Duration::from_secs(24 * 3600))
-        .await
-        .unwrap();
+    purge(&app.db, std::time::Duration::from_secs(24 * 3600)).await;
     let left: Vec<String> = sqlx::query("SELECT key FROM idempotency_keys WHERE scope = $1")
         .bind(&scope)
         .fetch_all(&app.db)
@@ -172,9 +225,7 @@ async fn no_cache_replays_a_key_postgres_has_purged() {
     // Still in Postgres (not purged yet): replayed, from Postgres.
     let read = b.grab(&t, &campaign, &key).await;
     assert!(read.replayed && read.bytes == first.bytes);
-    let purged = voucherd::purge_expired(&a.db, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
+    let purged = purge(&a.db, std::time::Duration::from_secs(60)).await;
     assert_eq!(purged, 1);
 
     let again = b.grab(&t, &campaign, &key).await;

@@ -220,6 +220,74 @@ async fn a_stall_past_the_request_timeout_never_hides_an_effect_behind_a_5xx() {
     assert_eq!(c["issued"], users.len());
 }
 
+/// A commit stalled past `GRAB_COMMIT_STALL` (here the hot row held; in production a
+/// synchronous standby gone stalls every commit the same way): grabs on another
+/// campaign, which Postgres could still serve, are refused at once with 503
+/// `overloaded` and record nothing, while the grab inside the stalled commit waits for
+/// its outcome and is granted when the stall ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_commit_refuses_new_grabs_everywhere_at_once() {
+    let app = TestApp::spawn_with(
+        RedisMode::Real,
+        &[("GRAB_BATCH_MAX", "1"), ("GRAB_COMMIT_STALL", "200ms")],
+    )
+    .await;
+    let stalled = app.campaign(1000, 1).await;
+    let elsewhere = app.campaign(1000, 1).await;
+    let mut conn = side_connection(&database_url()).await;
+    let mut held = hold_row(&mut conn, &stalled).await;
+    let inside = (token(&unique("u")), unique("k"));
+    let inside_task = {
+        let (app, c, (t, k)) = (app.clone(), stalled.clone(), inside.clone());
+        tokio::spawn(async move { app.grab(&t, &c, &k).await })
+    };
+    until_blocked_by(&app, &mut held, 1).await;
+    let shed_before = metric(
+        &app,
+        r#"voucherd_grabs_shed_total{reason="commit_stalled"}"#,
+    )
+    .await;
+    // Grabs on the other campaign are granted until the stall is older than the
+    // bound, then refused without waiting on Postgres.
+    let mut refused = None;
+    for _ in 0..200 {
+        let (t, k) = (token(&unique("u")), unique("k"));
+        let g = app.grab(&t, &elsewhere, &k).await;
+        match g.status {
+            StatusCode::CREATED => tokio::time::sleep(Duration::from_millis(20)).await,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(g.code(), "overloaded", "{:?}", g.body);
+                assert_jittered_retry_after(&g);
+                refused = Some((t, k));
+                break;
+            }
+            other => panic!("unexpected {other}: {:?}", g.body),
+        }
+    }
+    let (t, k) = refused.expect("no grab was refused while a commit stalled");
+    assert!(
+        metric(
+            &app,
+            r#"voucherd_grabs_shed_total{reason="commit_stalled"}"#
+        )
+        .await
+            > shed_before
+    );
+    assert!(
+        !inside_task.is_finished(),
+        "the stalled grab was answered before its outcome"
+    );
+    held.rollback().await.unwrap();
+    let first = inside_task.await.unwrap();
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    // The refused key changed nothing: sent again, it is granted afresh.
+    let again = app.grab_settled(&t, &elsewhere, &k).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert!(!again.replayed);
+    app.assert_invariants(&stalled).await;
+    app.assert_invariants(&elsewhere).await;
+}
+
 /// A burst beyond `GRAB_QUEUE_MAX` while the campaign's writers are stuck: the excess
 /// is refused at once with 503 `overloaded` and a jittered `Retry-After`, and nothing
 /// is recorded for it (the same keys grant afresh later).
