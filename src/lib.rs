@@ -6,8 +6,9 @@
 //! Routes and what they do:
 //! - `grab`: the grab, `POST /v1/campaigns/{id}/claims`, and `Grabber`, which answers
 //!   what a campaign snapshot can refuse from memory and hands the rest to the writers.
-//!   - `grab::writer`: the grant writers: per-campaign queues, admission and shedding,
-//!     batch formation, and the one call of `grant_batch` that commits a batch.
+//!   - `grab::writer`: the grant writers: per-campaign queues, admission and shedding
+//!     (queue bounds, the commit-stall breaker), batch formation, and the one call of
+//!     `grant_batch` that commits a batch.
 //! - `campaigns`: the admin routes (create, list, change, audit) and the public view,
 //!   with their request and response types and the writes behind them.
 //!   - `campaigns::row`: the campaign row and the rules it alone decides (status,
@@ -39,7 +40,9 @@
 //! - `redis`: the Redis client: optional, time-bounded, behind a breaker.
 //! - `dbclock`: Postgres' clock as last measured, so memory judges time as Postgres.
 //! - `dbwatch`: whether Postgres answers now; refuses at once while it does not.
-//! - `maintenance`: the frequent vacuum of the hot `campaigns` table.
+//! - `maintenance`: upkeep that runs on one instance at a time (`Alone`, an advisory
+//!   lock per job): the frequent vacuum of the hot `campaigns` table; the idempotency
+//!   purge takes the same kind of lock.
 //!
 //! Serving:
 //! - `server`: the connection loop: connection cap, head deadline, drain on shutdown.
