@@ -274,7 +274,12 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "must be above 0 and at most GRAB_DEADLINE",
         ));
     }
-    let grab_commit_stall = duration(&opt, "GRAB_COMMIT_STALL", Duration::from_secs(2))?;
+    // The default never exceeds a short GRAB_DEADLINE set before this setting existed.
+    let grab_commit_stall = duration(
+        &opt,
+        "GRAB_COMMIT_STALL",
+        Duration::from_secs(2).min(grab_deadline),
+    )?;
     if grab_commit_stall < Duration::from_millis(100) || grab_commit_stall > grab_deadline {
         return Err(err(
             "GRAB_COMMIT_STALL",
@@ -543,6 +548,18 @@ mod tests {
         map.insert("REQUEST_TIMEOUT", "30s".into());
         map.insert("GRAB_DEADLINE", "20s".into());
         assert_eq!(load(&map).unwrap().grab_deadline, Duration::from_secs(20));
+        // A deadline shorter than the stall bound's default still starts: the
+        // default follows it.
+        let mut map = base();
+        map.insert("GRAB_DEADLINE", "1s".into());
+        assert_eq!(
+            load(&map).unwrap().grab_commit_stall,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            load(&base()).unwrap().grab_commit_stall,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -38,18 +38,28 @@ pub(crate) struct Alone {
 impl Alone {
     /// Takes the job's lock if no other instance holds it; `None` at once otherwise.
     pub(crate) async fn try_take(pool: &PgPool, job: Job) -> Result<Option<Alone>, sqlx::Error> {
-        let mut conn = pool.acquire().await?;
-        let mut alone = Alone { conn: None, job };
+        // Held by `alone` before the question is sent: if this future is dropped
+        // while it waits for the answer, the connection (which may hold the lock by
+        // then) closes instead of going back to the pool.
+        let mut alone = Alone {
+            conn: Some(pool.acquire().await?),
+            job,
+        };
         let got = sqlx::query_scalar!(
             r#"SELECT pg_try_advisory_lock($1, $2) AS "got!""#,
             LOCK_CLASS,
             job as i32
         )
-        .fetch_one(&mut *conn)
-        .await;
-        // From the question on, the connection may hold the lock: dropped, it closes.
-        alone.conn = Some(conn);
-        Ok(got?.then_some(alone))
+        .fetch_one(alone.conn())
+        .await?;
+        if got {
+            Ok(Some(alone))
+        } else {
+            // Another instance has it: this session holds nothing, so the connection
+            // goes back to the pool as it is.
+            drop(alone.conn.take());
+            Ok(None)
+        }
     }
 
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
@@ -58,19 +68,19 @@ impl Alone {
 
     /// Frees the lock and returns the connection to the pool (or closes it if the
     /// unlock fails).
+    /// Only once Postgres has said the lock is free does the connection leave `self`,
+    /// so a release cut short (cancelled, failed) closes it like any other drop.
     pub(crate) async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
+        let job = self.job as i32;
         let unlocked = sqlx::query_scalar!(
             r#"SELECT pg_advisory_unlock($1, $2) AS "unlocked!""#,
             LOCK_CLASS,
-            self.job as i32
+            job
         )
-        .fetch_one(&mut *conn)
+        .fetch_one(self.conn())
         .await;
-        if !matches!(unlocked, Ok(true)) {
-            conn.close_on_drop();
+        if matches!(unlocked, Ok(true)) {
+            drop(self.conn.take());
         }
     }
 }
@@ -83,24 +93,54 @@ impl Drop for Alone {
     }
 }
 
+/// Ticks in a row without the vacuum's lock after which this instance vacuums anyway:
+/// a holder whose host died keeps its session (and the lock) until TCP keepalive
+/// ends it, which can take hours, and a hot row left unvacuumed that long slows
+/// every grant. Two vacuums at once are safe (`SKIP_LOCKED`), only wasteful.
+const VACUUM_WITHOUT_LOCK_AFTER: u32 = 12;
+
 /// Vacuums `campaigns` every `INTERVAL` until the process stops, on one instance at a
 /// time. `SKIP_LOCKED` makes it step aside rather than queue behind a lock; the
 /// warning Postgres sends when it steps aside is expected, so it is not logged.
 pub(crate) async fn run_hot_vacuum(pool: PgPool) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut missed = 0;
     loop {
         tick.tick().await;
-        match Alone::try_take(&pool, Job::HotVacuum).await {
-            Ok(Some(mut alone)) => match vacuum(alone.conn()).await {
-                Ok(()) => alone.release().await,
-                // `alone` is dropped here: its connection closes.
-                Err(e) => tracing::debug!(error = %e, "campaigns vacuum skipped"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "campaigns vacuum skipped"),
+        let vacuumed = match Alone::try_take(&pool, Job::HotVacuum).await {
+            Ok(Some(mut alone)) => {
+                missed = 0;
+                let done = vacuum(alone.conn()).await;
+                if done.is_ok() {
+                    alone.release().await;
+                }
+                // Otherwise `alone` is dropped here and its connection closes.
+                done
+            }
+            Ok(None) if missed + 1 >= VACUUM_WITHOUT_LOCK_AFTER => {
+                missed = 0;
+                vacuum_unlocked(&pool).await
+            }
+            Ok(None) => {
+                missed += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = vacuumed {
+            tracing::debug!(error = %e, "campaigns vacuum skipped");
         }
     }
+}
+
+async fn vacuum_unlocked(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let done = vacuum(&mut conn).await;
+    if done.is_err() {
+        conn.close_on_drop();
+    }
+    done
 }
 
 /// On error the connection's settings are unknown: the caller drops `Alone`, which

@@ -16,11 +16,13 @@
 //!   or whose deadline (`GRAB_DEADLINE`) passed, is dropped when a batch forms. Once a
 //!   batch is sent, its grabs are answered only with Postgres' outcome; where that is
 //!   unknown (the connection broke mid-call) they get 409 `idempotency_key_in_use`.
-//! - A commit that stalls (under synchronous replication, a standby gone until
-//!   Patroni names another) trips a breaker: while any batch has been committing for
-//!   longer than `GRAB_COMMIT_STALL`, new grabs on every campaign are refused at once
-//!   with 503 `overloaded` rather than queue behind it; the grabs inside the stalled
-//!   commit keep waiting for its outcome.
+//! - A commit that stalls trips a breaker: a batch committing for longer than
+//!   `GRAB_COMMIT_STALL` refuses new grabs on its campaign at once with 503
+//!   `overloaded` rather than queue them behind it; stalled batches on two campaigns
+//!   or more mean Postgres itself is stalled (under synchronous replication, a standby
+//!   gone until Patroni names another), and new grabs on every campaign are refused.
+//!   One campaign's row held by a slow transaction never refuses the others. The
+//!   grabs inside a stalled commit keep waiting for its outcome.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -143,16 +145,23 @@ struct Inner {
     limits: BatchLimits,
     lines: Mutex<Lines>,
     work: Notify,
-    /// When each batch now committing was sent, by writer.
-    committing: Mutex<HashMap<u64, Instant>>,
+    /// The campaign of each batch now committing, and when it was sent, by writer.
+    committing: Mutex<HashMap<u64, (Uuid, Instant)>>,
 }
 
 impl Inner {
-    /// Whether some batch has been committing for longer than the stall bound.
-    fn commit_stalled(&self, now: Instant) -> bool {
-        lock(&self.committing)
+    /// Whether a grab on `campaign` meets a stalled commit: one of its own campaign,
+    /// or stalled commits on two campaigns or more (Postgres itself stalled).
+    fn commit_stalled(&self, campaign: Uuid, now: Instant) -> bool {
+        let committing = lock(&self.committing);
+        let mut stalled = committing
             .values()
-            .any(|sent| now.duration_since(*sent) > self.limits.commit_stall)
+            .filter(|(_, sent)| now.duration_since(*sent) > self.limits.commit_stall)
+            .map(|(id, _)| *id);
+        match stalled.next() {
+            None => false,
+            Some(first) => first == campaign || stalled.any(|id| id != first),
+        }
     }
 }
 
@@ -163,8 +172,8 @@ struct Committing<'a> {
 }
 
 impl<'a> Committing<'a> {
-    fn start(inner: &'a Inner, writer: u64) -> Self {
-        lock(&inner.committing).insert(writer, Instant::now());
+    fn start(inner: &'a Inner, writer: u64, campaign: Uuid) -> Self {
+        lock(&inner.committing).insert(writer, (campaign, Instant::now()));
         Committing { inner, writer }
     }
 }
@@ -216,7 +225,7 @@ impl Batcher {
         let inner = &self.0;
         let (reply, answer) = oneshot::channel();
         let now = Instant::now();
-        if inner.commit_stalled(now) {
+        if inner.commit_stalled(campaign.id, now) {
             metrics::counter!("voucherd_grabs_shed_total", "reason" => "commit_stalled")
                 .increment(1);
             return (Settled::Refused(ApiError::Overloaded), Some(guard));
@@ -317,8 +326,13 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
             let committed = match conn {
                 Ok(conn) => {
-                    let ok =
-                        settle(conn, &campaign, batch, Committing::start(&inner, writer)).await;
+                    let ok = settle(
+                        conn,
+                        &campaign,
+                        batch,
+                        Committing::start(&inner, writer, id),
+                    )
+                    .await;
                     if !ok {
                         held.discard();
                     }

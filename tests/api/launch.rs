@@ -220,72 +220,105 @@ async fn a_stall_past_the_request_timeout_never_hides_an_effect_behind_a_5xx() {
     assert_eq!(c["issued"], users.len());
 }
 
-/// A commit stalled past `GRAB_COMMIT_STALL` (here the hot row held; in production a
-/// synchronous standby gone stalls every commit the same way): grabs on another
-/// campaign, which Postgres could still serve, are refused at once with 503
-/// `overloaded` and record nothing, while the grab inside the stalled commit waits for
-/// its outcome and is granted when the stall ends.
+/// Grabs on `campaign` from fresh users until one is refused by the commit-stall
+/// breaker (503 `overloaded`, jittered `Retry-After`). A probe still waiting after
+/// 300 ms is queued behind the stall: it is abandoned (its caller gone, it is never
+/// written) and the next one sent. Returns the refused user's token and key.
+async fn until_refused_by_the_breaker(app: &TestApp, campaign: &str) -> (String, String) {
+    let breaker = r#"voucherd_grabs_shed_total{reason="commit_stalled"}"#;
+    for _ in 0..100 {
+        let before = metric(app, breaker).await;
+        let (t, k) = (token(&unique("u")), unique("k"));
+        let probe = app.grab(&t, campaign, &k);
+        let Ok(g) = tokio::time::timeout(Duration::from_millis(300), probe).await else {
+            continue;
+        };
+        match g.status {
+            StatusCode::CREATED => {}
+            StatusCode::SERVICE_UNAVAILABLE if metric(app, breaker).await > before => {
+                assert_eq!(g.code(), "overloaded", "{:?}", g.body);
+                assert_jittered_retry_after(&g);
+                return (t, k);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(g.code(), "overloaded"),
+            other => panic!("unexpected {other}: {:?}", g.body),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no grab was refused by the breaker while a commit stalled");
+}
+
+/// Commits stalled past `GRAB_COMMIT_STALL` (here campaign rows held; in production a
+/// synchronous standby gone stalls every commit the same way). One campaign stalled
+/// refuses new grabs on that campaign at once, and only there: another campaign keeps
+/// granting. Stalls on two campaigns mean Postgres itself is stuck: grabs on a third
+/// campaign, which Postgres could still serve here, are refused at once with 503
+/// `overloaded` and record nothing. The grabs inside the stalled commits wait for
+/// their outcome and are granted when the stall ends (each stall stays well inside
+/// the 3 s lock wait bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stalled_commit_refuses_new_grabs_everywhere_at_once() {
+async fn a_stalled_commit_refuses_new_grabs_at_once_and_only_where_it_stalls() {
     let app = TestApp::spawn_with(
         RedisMode::Real,
         &[("GRAB_BATCH_MAX", "1"), ("GRAB_COMMIT_STALL", "200ms")],
     )
     .await;
-    let stalled = app.campaign(1000, 1).await;
-    let elsewhere = app.campaign(1000, 1).await;
-    let mut conn = side_connection(&database_url()).await;
-    let mut held = hold_row(&mut conn, &stalled).await;
-    let inside = (token(&unique("u")), unique("k"));
-    let inside_task = {
-        let (app, c, (t, k)) = (app.clone(), stalled.clone(), inside.clone());
+    let (a, b, c) = (
+        app.campaign(1000, 5).await,
+        app.campaign(1000, 5).await,
+        app.campaign(1000, 5).await,
+    );
+    let stall = |campaign: &str| {
+        let (app, c, t, k) = (
+            app.clone(),
+            campaign.to_string(),
+            token(&unique("u")),
+            unique("k"),
+        );
         tokio::spawn(async move { app.grab(&t, &c, &k).await })
     };
-    until_blocked_by(&app, &mut held, 1).await;
-    let shed_before = metric(
-        &app,
-        r#"voucherd_grabs_shed_total{reason="commit_stalled"}"#,
-    )
-    .await;
-    // Grabs on the other campaign are granted until the stall is older than the
-    // bound, then refused without waiting on Postgres.
-    let mut refused = None;
-    for _ in 0..200 {
-        let (t, k) = (token(&unique("u")), unique("k"));
-        let g = app.grab(&t, &elsewhere, &k).await;
-        match g.status {
-            StatusCode::CREATED => tokio::time::sleep(Duration::from_millis(20)).await,
-            StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(g.code(), "overloaded", "{:?}", g.body);
-                assert_jittered_retry_after(&g);
-                refused = Some((t, k));
-                break;
-            }
-            other => panic!("unexpected {other}: {:?}", g.body),
-        }
+    let (mut conn_a, mut conn_b) = (
+        side_connection(&database_url()).await,
+        side_connection(&database_url()).await,
+    );
+
+    // One campaign stalled: refused there, once the stall is older than the bound,
+    // and never elsewhere.
+    let mut held_a = hold_row(&mut conn_a, &a).await;
+    let inside = stall(&a);
+    until_blocked_by(&app, &mut held_a, 1).await;
+    until_refused_by_the_breaker(&app, &a).await;
+    let g = app.grab(&token(&unique("u")), &c, &unique("k")).await;
+    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+    assert!(!inside.is_finished(), "answered before its outcome");
+    held_a.rollback().await.unwrap();
+    let g = inside.await.unwrap();
+    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+
+    // Two campaigns stalled: every campaign is refused.
+    let mut held_a = hold_row(&mut conn_a, &a).await;
+    let mut held_b = hold_row(&mut conn_b, &b).await;
+    let inside = [stall(&a), stall(&b)];
+    until_blocked_by(&app, &mut held_a, 1).await;
+    until_blocked_by(&app, &mut held_b, 1).await;
+    let (t, k) = until_refused_by_the_breaker(&app, &c).await;
+    assert!(
+        inside.iter().all(|g| !g.is_finished()),
+        "answered before their outcome"
+    );
+    held_a.rollback().await.unwrap();
+    held_b.rollback().await.unwrap();
+    for g in inside {
+        let g = g.await.unwrap();
+        assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
     }
-    let (t, k) = refused.expect("no grab was refused while a commit stalled");
-    assert!(
-        metric(
-            &app,
-            r#"voucherd_grabs_shed_total{reason="commit_stalled"}"#
-        )
-        .await
-            > shed_before
-    );
-    assert!(
-        !inside_task.is_finished(),
-        "the stalled grab was answered before its outcome"
-    );
-    held.rollback().await.unwrap();
-    let first = inside_task.await.unwrap();
-    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     // The refused key changed nothing: sent again, it is granted afresh.
-    let again = app.grab_settled(&t, &elsewhere, &k).await;
+    let again = app.grab_settled(&t, &c, &k).await;
     assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
     assert!(!again.replayed);
-    app.assert_invariants(&stalled).await;
-    app.assert_invariants(&elsewhere).await;
+    for campaign in [&a, &b, &c] {
+        app.assert_invariants(campaign).await;
+    }
 }
 
 /// A burst beyond `GRAB_QUEUE_MAX` while the campaign's writers are stuck: the excess
@@ -430,6 +463,7 @@ async fn the_herd_before_opening_and_after_sell_out_stays_out_of_postgres() {
     assert_eq!(last.status, StatusCode::CREATED);
     close_and_flush(&setup).await;
     let before = transactions(&url).await;
+    let herd_began = Instant::now();
 
     for (redis, name) in [(RedisMode::None, "no Redis"), (RedisMode::Real, "Redis")] {
         let app = TestApp::spawn_quiet(redis, &[("DATABASE_URL", &url)]).await;
@@ -456,11 +490,16 @@ async fn the_herd_before_opening_and_after_sell_out_stays_out_of_postgres() {
         assert!(again.replayed && again.bytes == last.bytes, "{name}");
         close_and_flush(&app).await;
     }
-    // The one read of `before` itself counts as a transaction.
+    // The one read of `before` itself counts as a transaction. Refusals cost none;
+    // what remains is time, not traffic: each of the two campaigns' snapshots is
+    // re-read at most twice a second (the in-process cache's 0.5 s), so a herd that
+    // a loaded machine answers slowly may see a few more reads, never one per grab.
     let spent = transactions(&url).await - before - 1;
+    let rereads = (4.0 * herd_began.elapsed().as_secs_f64()).ceil() as i64;
     assert!(
-        spent * 100 < 4000,
-        "{spent} Postgres transactions for 4,000 refusals"
+        spent < 4000 / 100 + rereads,
+        "{spent} Postgres transactions for 4,000 refusals in {:?}",
+        herd_began.elapsed()
     );
 }
 
