@@ -76,6 +76,11 @@ pub struct Args {
     /// Report files are written as <out>.md, <out>.json and <out>.svg.
     #[arg(long, default_value = "loadtest/results/flash")]
     pub out: PathBuf,
+    /// Also write, one line per key answered 201, `<unix ms of the answer>
+    /// <voucher id>` (sorted by time), so a drill can line grants up with the
+    /// instant of its fault.
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
 }
 
 /// What the clients were finally told for one key.
@@ -96,6 +101,8 @@ pub(crate) struct KeyRun {
     /// redemption's id).
     pub redemption: Option<Outcome>,
     pub redeemed_code: Option<String>,
+    /// When (ms since the start) the grab's 201 came back.
+    pub granted_at_ms: Option<u64>,
 }
 
 struct Ctx {
@@ -288,7 +295,11 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
     });
     let mut fanout_mismatch = false;
     let mut reply = None;
+    let mut answered_at_ms = None;
     for (r, s, a) in futures::future::join_all(tries).await {
+        if reply.is_none() {
+            answered_at_ms = s.last().map(|s| s.at_ms);
+        }
         samples.extend(s);
         attempts += a;
         let hash = |r: &Option<Reply>| match r {
@@ -304,12 +315,14 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
         }
     }
     let reply = reply.flatten();
+    let mut granted_at_ms = None;
     match reply {
         Some(Reply::Answer {
             status: 201, body, ..
         }) => match voucher_of(&body) {
             Some(voucher) => {
                 outcome = Outcome::Granted { voucher };
+                granted_at_ms = answered_at_ms;
                 first_body = Some(body);
             }
             None => outcome = Outcome::Refused("unreadable 201 body".into()),
@@ -327,6 +340,7 @@ async fn one(ctx: &Ctx, i: u64, due_at: Instant) -> KeyRun {
         replay_mismatch: fanout_mismatch,
         redemption: None,
         redeemed_code: None,
+        granted_at_ms,
     };
     if let Some(body) = &first_body
         && picked(i, ctx.replay_fraction)
@@ -459,6 +473,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         fanout: args.fanout,
         start: Instant::now(),
     });
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
     eprintln!(
         "flash: {} grabs, {} users, stock {}, peak {}/s, campaign {campaign}",
         args.grabs, ctx.users, args.stock, args.rate
@@ -525,6 +542,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for i in &unanswered {
         let again = one(&recon, *i as u64, Instant::now()).await;
         runs[*i].outcome = again.outcome;
+        runs[*i].granted_at_ms = again.granted_at_ms;
     }
     // Likewise every redemption left unanswered, with its own key.
     for (i, run) in runs.iter_mut().enumerate() {
@@ -548,6 +566,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     report.readyz_unready_s = readyz_unready_s;
     write(&args.out, &report)?;
+    if let Some(path) = &args.answers {
+        let mut grants: Vec<(u64, Uuid)> = runs
+            .iter()
+            .filter_map(|r| match (&r.outcome, r.granted_at_ms) {
+                (Outcome::Granted { voucher }, Some(at)) => Some((start_unix_ms + at, *voucher)),
+                _ => None,
+            })
+            .collect();
+        grants.sort();
+        let lines: String = grants.iter().map(|(t, v)| format!("{t} {v}\n")).collect();
+        std::fs::write(path, lines)?;
+    }
     println!("{}", markdown(&report));
     anyhow::ensure!(
         report.audit_ok,

@@ -211,6 +211,7 @@ async fn grab_key(h: &Herd, i: u64) -> (KeyRun, Vec<Attempt>) {
         replay_mismatch: false,
         redemption: None,
         redeemed_code: None,
+        granted_at_ms: None,
     };
     (run, seen)
 }
