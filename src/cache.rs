@@ -101,6 +101,9 @@ pub struct CampaignCache {
     /// Keyed by the campaign's `issued`: a campaign that cannot grant keeps its
     /// holders, and any grant since makes a new entry.
     holders: moka::future::Cache<(CampaignId, i64), Arc<Holders>>,
+    /// The public list of campaigns not over yet: one read a second however many
+    /// storefronts refresh it.
+    listed: moka::future::Cache<(), Arc<Vec<CampaignRow>>>,
     redis: Option<Redis>,
     dbwatch: DbWatch,
     /// Postgres' clock, measured with every snapshot read from Postgres.
@@ -128,6 +131,10 @@ impl CampaignCache {
                 .weigher(|_, h: &Arc<Holders>| u32::try_from(h.bytes()).unwrap_or(u32::MAX))
                 .max_capacity(HOLDERS_MEMORY)
                 .time_to_live(Duration::from_secs(600))
+                .build(),
+            listed: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::from_secs(1))
                 .build(),
             redis,
             dbwatch,
@@ -171,6 +178,19 @@ impl CampaignCache {
             redis.set_px(&redis_key(id), &json, REDIS_TTL_MS).await;
         }
         Ok(row.map(Arc::new))
+    }
+
+    /// The campaigns not over yet, as of at most a second ago; concurrent misses share
+    /// one read.
+    pub(crate) async fn listed(&self, pool: &PgPool) -> ApiResult<Arc<Vec<CampaignRow>>> {
+        self.listed
+            .try_get_with((), async {
+                self.dbwatch.check()?;
+                let rows = row::fetch_listed(pool, &self.clock).await?;
+                Ok::<_, ApiError>(Arc::new(rows))
+            })
+            .await
+            .map_err(shared_error)
     }
 
     /// Forgets a campaign here and in Redis, after an admin change or when a grab

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Path, State},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -39,6 +39,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_get, update))
         .routes(routes!(audit))
         .routes(routes!(public_get))
+        .routes(routes!(public_list))
 }
 
 struct ListedRow {
@@ -113,7 +114,40 @@ pub(crate) struct PublicCampaign {
     /// Vouchers of this campaign one order may take.
     pub max_per_order: i32,
     pub voucher: VoucherTerms,
+    /// Now, by the clock that decides the opening (Postgres'): countdowns count from
+    /// this, not from the device's clock.
+    pub server_time: DateTime<Utc>,
 }
+
+impl PublicCampaign {
+    fn new(row: &CampaignRow, server_time: DateTime<Utc>) -> Self {
+        PublicCampaign {
+            id: row.id,
+            name: row.name.clone(),
+            status: row.status(server_time),
+            starts_at: row.starts_at,
+            ends_at: row.ends_at,
+            remaining: row.remaining,
+            per_user_limit: row.per_user_limit,
+            max_per_order: row.max_per_order,
+            voucher: row.terms(),
+            server_time,
+        }
+    }
+}
+
+/// Campaigns live or upcoming, soonest first (at most 100).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PublicCampaignList {
+    pub items: Vec<PublicCampaign>,
+    /// Now, by the clock that decides the opening.
+    pub server_time: DateTime<Utc>,
+}
+
+/// Public reads may be kept by a CDN or the browser for a second: `remaining` lags
+/// by about that much anyway, and a launch's refreshes then reach voucherd once a
+/// second per edge.
+const PUBLIC_CACHE: &str = "public, max-age=1";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -629,16 +663,22 @@ async fn public_get(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         .get(&state.db, id)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let view = PublicCampaign {
-        id: row.id,
-        name: row.name.clone(),
-        status: row.status(Utc::now()),
-        starts_at: row.starts_at,
-        ends_at: row.ends_at,
-        remaining: row.remaining,
-        per_user_limit: row.per_user_limit,
-        max_per_order: row.max_per_order,
-        voucher: row.terms(),
-    };
-    Ok(Json(view).into_response())
+    let view = PublicCampaign::new(&row, state.cache.clock().estimate());
+    Ok(([(header::CACHE_CONTROL, PUBLIC_CACHE)], Json(view)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/campaigns", operation_id = "listPublicCampaigns", tag = "public",
+    responses((status = 200, body = PublicCampaignList,
+               headers(("Cache-Control" = String, description = "public, max-age=1")))))]
+async fn public_list(State(state): State<AppState>) -> ApiResult<Response> {
+    let rows = state.cache.listed(&state.db).await?;
+    let server_time = state.cache.clock().estimate();
+    // The snapshot may be a second old: one that ended since is left out.
+    let items = rows
+        .iter()
+        .filter(|r| r.ends_at > server_time)
+        .map(|r| PublicCampaign::new(r, server_time))
+        .collect();
+    let list = PublicCampaignList { items, server_time };
+    Ok(([(header::CACHE_CONTROL, PUBLIC_CACHE)], Json(list)).into_response())
 }

@@ -203,6 +203,34 @@ pub(crate) async fn fetch<'e>(
     .await
 }
 
+/// Most campaigns the public list shows: a storefront lists what is live or about to
+/// open, never a history.
+pub(crate) const LISTED_MAX: i64 = 100;
+
+/// The campaigns not over yet (live, paused, sold out or upcoming), soonest first, as
+/// Postgres' clock says, which is measured with them.
+pub(crate) async fn fetch_listed(
+    pool: &PgPool,
+    clock: &DbClock,
+) -> Result<Vec<CampaignRow>, sqlx::Error> {
+    let sent = std::time::Instant::now();
+    let rows = sqlx::query!(
+        r#"SELECT id, name, total_stock, remaining, issued, per_user_limit, starts_at, ends_at, paused,
+           discount AS "discount: sqlx::types::Json<crate::domain::Discount>", min_order_amount,
+           valid_for_seconds, voucher_expires_at, max_per_order, created_at, updated_at,
+                  now() AS "db_now!"
+           FROM campaigns WHERE ends_at > now()
+           ORDER BY starts_at, id LIMIT $1"#,
+        LISTED_MAX,
+    )
+    .fetch_all(pool)
+    .await?;
+    if let Some(first) = rows.first() {
+        clock.record(sent, first.db_now, std::time::Instant::now());
+    }
+    Ok(rows.into_iter().map(|r| row_from!(r)).collect())
+}
+
 /// Reads one campaign straight from Postgres, and Postgres' clock with it.
 pub(crate) async fn fetch_measuring_clock(
     pool: &PgPool,

@@ -11,7 +11,10 @@ use serde_json::json;
 
 use crate::{
     grab::crowd,
-    helpers::{ProxyMode, RedisMode, RedisProxy, TestApp, redis_url, tally, token, unique},
+    helpers::{
+        ProxyMode, RedisMode, RedisProxy, TestApp, campaign_opening, redis_url, tally, token,
+        unique,
+    },
 };
 
 async fn crowd_keeps_invariants(app: &TestApp) {
@@ -71,6 +74,83 @@ async fn redis_on_a_closed_port_only_slows_things_down() {
 async fn without_redis_the_in_process_cache_is_enough() {
     let app = TestApp::spawn_with(RedisMode::None, &[]).await;
     crowd_keeps_invariants(&app).await;
+}
+
+/// The storefront's list: live and upcoming campaigns, soonest first, each with its
+/// status by the server's clock and `server_time` to count down from; a CDN may keep
+/// it a second. A campaign that has ended is not listed.
+#[tokio::test]
+async fn the_public_list_shows_live_and_upcoming_campaigns_with_the_servers_time() {
+    let app = TestApp::spawn_isolated("public_list", &[]).await;
+    let opens = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let upcoming = app
+        .admin_post(
+            "/v1/admin/campaigns",
+            &unique("c"),
+            &campaign_opening(10, &opens),
+        )
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = app.campaign(3, 1).await;
+    let resp = app
+        .client
+        .get(app.url("/v1/campaigns"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=1");
+    let list: serde_json::Value = resp.json().await.unwrap();
+    let items = list["items"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [live.as_str(), upcoming.as_str()], "soonest first");
+    assert_eq!(items[0]["status"], "active");
+    assert_eq!(items[1]["status"], "scheduled");
+    let server_time = chrono::DateTime::parse_from_rfc3339(list["server_time"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert!(
+        (chrono::Utc::now() - server_time).num_seconds().abs() < 5,
+        "{server_time}"
+    );
+    assert_eq!(items[0]["server_time"], list["server_time"]);
+    // The single view carries the same clock and cache policy.
+    let one = app
+        .client
+        .get(app.url(&format!("/v1/campaigns/{upcoming}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.headers()["cache-control"], "public, max-age=1");
+    let one: serde_json::Value = one.json().await.unwrap();
+    assert!(one["server_time"].is_string());
+
+    // Ended (its end moved to just after its start, in the past): gone from the
+    // list once the one-second snapshot has moved on.
+    sqlx::query("UPDATE campaigns SET starts_at = now() - interval '2 hours', ends_at = now() - interval '1 hour' WHERE id = $1::uuid")
+        .bind(&live)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let mut listed = true;
+    for _ in 0..60 {
+        let (_, v) = app.get_json("/v1/campaigns", None).await;
+        listed = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == live.as_str());
+        if !listed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!listed, "an ended campaign is still listed");
 }
 
 #[tokio::test]
