@@ -2,9 +2,13 @@
 // Postgres database and Redis db, for the integration tests; stops it afterwards.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
 
-export const VOUCHERD_BIN = process.env.VOUCHERD_BIN ?? "/work/main/target/release/voucherd";
+// The repository's release build (`cargo build --release -p voucherd`) unless told.
+export const VOUCHERD_BIN =
+  process.env.VOUCHERD_BIN ??
+  fileURLToPath(new URL("../../../../target/release/voucherd", import.meta.url));
 export const JWT_SECRET = "clients-ts-test-jwt-secret-0123456789abcdef";
 export const ADMIN_TOKEN = "clients-ts-test-admin-token";
 
