@@ -658,19 +658,23 @@ impl RedisProxy {
     }
 }
 
-/// A value from the process's `/metrics` (shared by every instance in this test
-/// process), 0 when absent.
-pub(crate) async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
+/// The process's `/metrics` text (shared by every instance in this test process).
+pub(crate) async fn metrics_text(app: &TestApp) -> String {
+    app.client
         .get(app.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A value from the process's `/metrics`, 0 when absent.
+pub(crate) async fn metric(app: &TestApp, series: &str) -> f64 {
+    metrics_text(app)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)

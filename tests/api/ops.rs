@@ -20,15 +20,7 @@ async fn health_readiness_and_metrics() {
         .await;
     app.grab(&token(&unique("u")), &campaign, &unique("k"))
         .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_text(&app).await;
     assert!(
         metrics.contains(r#"voucherd_grabs_total{outcome="granted"}"#),
         "{metrics}"
