@@ -19,6 +19,9 @@ pub struct Settings {
     /// roll back on behalf of the user it names in `On-Behalf-Of`, and nothing else.
     pub service_tokens: Vec<(String, SecretString)>,
     pub listen_addr: SocketAddr,
+    /// Names this instance in the figures it reports of itself (the live launch
+    /// view): the host's name and the listening port unless `INSTANCE_NAME` says.
+    pub instance_name: String,
     /// Idempotency records are kept at least this long, then purged.
     pub idempotency_ttl: Duration,
     pub webhook_url: Option<String>,
@@ -132,6 +135,16 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
                 format!("`{v}` is not an address like 0.0.0.0:8080"),
             )
         })?,
+    };
+    let instance_name = match opt("INSTANCE_NAME") {
+        None => format!("{}:{}", host_name(), listen_addr.port()),
+        Some(v) if (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_graphic()) => v,
+        Some(_) => {
+            return Err(err(
+                "INSTANCE_NAME",
+                "must be 1 to 64 printable ASCII characters without spaces",
+            ));
+        }
     };
     let idempotency_ttl = duration(&opt, "IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?;
     if idempotency_ttl < Duration::from_secs(60) {
@@ -313,6 +326,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         admin_token: admin_token.into(),
         service_tokens,
         listen_addr,
+        instance_name,
         idempotency_ttl,
         webhook_url,
         webhook_secret: webhook_secret.map(Into::into),
@@ -462,6 +476,16 @@ impl Settings {
             timeout: self.webhook_timeout,
         })
     }
+}
+
+/// The machine's name as the kernel reports it (a container's is its id), or
+/// `voucherd` where it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "voucherd".into())
 }
 
 #[cfg(test)]

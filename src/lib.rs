@@ -19,7 +19,12 @@
 //! - `events`: the transactional outbox, and the admin routes over its log and dead
 //!   letters.
 //! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
+//! - `live`: the live launch view of a campaign (server-sent events, one frame a
+//!   second): this instance's grabs by outcome, p99 and 5xx, and the stock as
+//!   Postgres counts it.
 //! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
+//! - `pages`: the storefront demo (`/demo`) and the admin console (`/admin`), built
+//!   from `clients/web` and embedded in the binary.
 //!
 //! What every mutating route shares:
 //! - `idempotency`: the `Idempotent<T>` extractor (key, fingerprint, typed body) and
@@ -92,8 +97,10 @@ pub(crate) mod idempotency;
 pub(crate) mod json;
 pub(crate) mod keep_alive;
 pub(crate) mod limits;
+pub(crate) mod live;
 pub(crate) mod maintenance;
 pub(crate) mod ops;
+pub(crate) mod pages;
 pub(crate) mod redemptions;
 pub(crate) mod redis;
 pub(crate) mod server;
@@ -198,6 +205,8 @@ pub struct Shared {
     pub idempotency: idempotency::Store,
     /// The grab path: snapshot refusals, then the grant writers.
     pub grabber: Grabber,
+    /// The campaigns admins watch live on this instance, and their grabs' tallies.
+    pub live: live::Live,
     /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The validated settings the process started with; never change after start-up.
@@ -371,8 +380,15 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         },
     );
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
+    let live = live::Live::new(
+        db.clone(),
+        cache.clock().clone(),
+        settings.instance_name.clone(),
+        settings.request_timeout,
+    );
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
+        live,
         grabber: Grabber::new(
             db.clone(),
             dbwatch.clone(),
@@ -412,11 +428,13 @@ fn route_groups() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let answering = OpenApiRouter::new()
         .merge(campaigns::router())
         .merge(grab::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(pages::router());
     let needing_postgres = OpenApiRouter::new()
         .merge(vouchers::router())
         .merge(redemptions::router())
-        .merge(events::router());
+        .merge(events::router())
+        .merge(live::router());
     (answering, needing_postgres)
 }
 

@@ -11,6 +11,7 @@ mod idempotency;
 mod input;
 mod launch;
 mod lifecycle;
+mod live;
 mod ops;
 mod slow_clients;
 mod webhooks;
