@@ -574,7 +574,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
     tracing::info!(%addr, "voucherd listening");
 
-    server::run(listener, app(state), limits, shutdown_signal()).await;
+    // Live views stream until their watchers leave: ended at the shutdown, so the
+    // drain waits for requests in flight, not for someone's open dashboard.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        live.close();
+    };
+    server::run(listener, app(state), limits, shutdown).await;
     Ok(())
 }
 

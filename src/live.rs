@@ -104,6 +104,8 @@ struct Inner {
     watched: RwLock<HashMap<Uuid, Arc<Watched>>>,
     /// `watched.len()`, read without the lock by every grab.
     watching: AtomicUsize,
+    /// Set once, at shutdown: every stream ends and every ticker stops.
+    closing: watch::Sender<bool>,
 }
 
 struct Watched {
@@ -179,7 +181,13 @@ impl Live {
             request_timeout,
             watched: RwLock::default(),
             watching: AtomicUsize::new(0),
+            closing: watch::Sender::new(false),
         }))
+    }
+
+    /// Ends every live stream (their responses complete) and stops the tickers.
+    pub(crate) fn close(&self) {
+        self.0.closing.send_replace(true);
     }
 
     /// Starts timing a grab of `campaign`, if anyone watches it here.
@@ -221,8 +229,12 @@ impl Live {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
+        let mut closing = self.0.closing.subscribe();
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = closing.wait_for(|c| *c) => break,
+            }
             {
                 let mut watched = self.0.watched.write().unwrap_or_else(|p| p.into_inner());
                 if w.frames.receiver_count() == 0 {
@@ -243,6 +255,9 @@ impl Live {
                 Err(e) => tracing::error!(error = %e, "live frame not serializable"),
             }
         }
+        let mut watched = self.0.watched.write().unwrap_or_else(|p| p.into_inner());
+        watched.remove(&campaign.0);
+        self.0.watching.store(watched.len(), Ordering::Relaxed);
     }
 
     fn frame(
@@ -344,7 +359,7 @@ async fn live(
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
     let frames = state.live.subscribe(id);
-    let sse = Sse::new(frame_events(frames))
+    let sse = Sse::new(frame_events(frames, state.live.0.closing.subscribe()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     // a proxy that buffers would hold every frame back
     Ok((
@@ -358,24 +373,33 @@ async fn live(
 }
 
 /// Each new frame as one `frame` event; a watcher that falls behind gets the latest.
+/// The stream ends at shutdown.
 fn frame_events(
     frames: watch::Receiver<Option<Arc<str>>>,
+    closing: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     // a watcher joining a running ticker gets its latest frame at once
-    futures::stream::unfold((frames, true), |(mut frames, first)| async move {
-        let data = loop {
-            if !(first && frames.borrow().is_some()) {
-                frames.changed().await.ok()?;
-            }
-            if let Some(data) = frames.borrow_and_update().clone() {
-                break data;
-            }
-        };
-        Some((
-            Ok(Event::default().event("frame").data(&*data)),
-            (frames, false),
-        ))
-    })
+    futures::stream::unfold(
+        (frames, closing, true),
+        |(mut frames, mut closing, first)| async move {
+            let data = loop {
+                if *closing.borrow() {
+                    return None;
+                }
+                if !(first && frames.borrow().is_some()) {
+                    tokio::select! {
+                        changed = frames.changed() => changed.ok()?,
+                        _ = closing.wait_for(|c| *c) => return None,
+                    }
+                }
+                if let Some(data) = frames.borrow_and_update().clone() {
+                    break data;
+                }
+            };
+            let event = Event::default().event("frame").data(&*data);
+            Some((Ok(event), (frames, closing, false)))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -413,5 +437,33 @@ mod tests {
             Duration::from_secs(3600),
         );
         assert!(t.p99_ms().unwrap() > 50_000.0);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream_and_stops_the_tickers() {
+        use futures::StreamExt;
+        // nothing listens there: each frame says Postgres is unavailable
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+            .unwrap();
+        let live = Live::new(db, DbClock::default(), "t".into(), Duration::from_secs(5));
+        let campaign = CampaignId(Uuid::now_v7());
+        let mut events = Box::pin(frame_events(
+            live.subscribe(campaign),
+            live.0.closing.subscribe(),
+        ));
+        assert!(events.next().await.is_some());
+        assert_eq!(live.0.watching.load(Ordering::Relaxed), 1);
+        live.close();
+        assert!(events.next().await.is_none());
+        // the ticker leaves the map as it stops
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while live.0.watching.load(Ordering::Relaxed) != 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the ticker stops");
     }
 }
