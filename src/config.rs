@@ -9,6 +9,12 @@ use secrecy::{ExposeSecret, SecretString};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: SecretString,
+    /// A read replica (`READ_DATABASE_URL`) for reads that need not touch the
+    /// primary: wallets and the public campaign list (see `replica`).
+    pub read_database_url: Option<SecretString>,
+    /// How long after a user's own effect that user's reads stay on the primary, and
+    /// the most the replica may lag before no read goes to it.
+    pub replica_read_after_write: Duration,
     /// `None` runs on the in-process cache alone.
     pub redis_url: Option<SecretString>,
     pub jwt_secret: SecretString,
@@ -104,6 +110,20 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "DATABASE_URL",
             "must be a postgres:// or postgresql:// URL",
         ));
+    }
+    let read_database_url = opt("READ_DATABASE_URL");
+    if let Some(url) = &read_database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(err(
+            "READ_DATABASE_URL",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    let replica_read_after_write =
+        duration(&opt, "REPLICA_READ_AFTER_WRITE", Duration::from_secs(2))?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&replica_read_after_write) {
+        return Err(err("REPLICA_READ_AFTER_WRITE", "must be from 100ms to 60s"));
     }
     let redis_url = opt("REDIS_URL");
     if let Some(url) = &redis_url
@@ -320,6 +340,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
 
     Ok(Settings {
         database_url: database_url.into(),
+        read_database_url: read_database_url.map(Into::into),
+        replica_read_after_write,
         redis_url: redis_url.map(Into::into),
         jwt_secret: jwt_secret.into(),
         jwt_leeway,

@@ -43,6 +43,8 @@
 //! - `cache`: campaign snapshots (in process, then Redis) and the holder filters that
 //!   let refusals be answered from memory.
 //! - `redis`: the Redis client: optional, time-bounded, behind a breaker.
+//! - `replica`: where reads that need not touch the primary go (wallets, the public
+//!   list): a replica while measured fresh, the primary within a user's own window.
 //! - `dbclock`: Postgres' clock as last measured, so memory judges time as Postgres.
 //! - `dbwatch`: whether Postgres answers now; refuses at once while it does not.
 //! - `maintenance`: upkeep that runs on one instance at a time (`Alone`, an advisory
@@ -103,6 +105,7 @@ pub(crate) mod ops;
 pub(crate) mod pages;
 pub(crate) mod redemptions;
 pub(crate) mod redis;
+pub(crate) mod replica;
 pub(crate) mod server;
 pub(crate) mod telemetry;
 pub(crate) mod vouchers;
@@ -192,6 +195,8 @@ pub struct Shared {
     /// The request pool: every statement in it is bounded by `LOCK_TIMEOUT` and
     /// `STATEMENT_TIMEOUT`, and runs READ COMMITTED.
     pub db: PgPool,
+    /// Where reads that need not touch the primary go (a fresh replica, if any).
+    pub reads: replica::Reads,
     /// Whether Postgres answers now; routes that need it are refused at once while
     /// it does not.
     pub dbwatch: dbwatch::DbWatch,
@@ -216,8 +221,14 @@ pub struct Shared {
 /// The connection pool; connects lazily so the process can start (and report
 /// itself unready) while Postgres is still coming up.
 pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(settings.database_url())
-        .context("DATABASE_URL: not a valid Postgres URL")?
+    pool_of(settings.database_url(), "DATABASE_URL", settings)
+}
+
+/// A pool with the request path's bounds, to the database at `url` (named `setting`
+/// in errors).
+fn pool_of(url: &str, setting: &str, settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("{setting}: not a valid Postgres URL"))?
         .application_name("voucherd")
         .options([
             ("lock_timeout", LOCK_TIMEOUT),
@@ -357,7 +368,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         .context("REDIS_URL")?;
     let dbwatch = dbwatch::DbWatch::default();
     let cache = CampaignCache::new(redis.clone(), dbwatch.clone());
-    let idempotency = idempotency::Store::new(redis, settings.idempotency_ttl);
+    let idempotency = idempotency::Store::new(redis.clone(), settings.idempotency_ttl);
     // One way of writing grants: `GRAB_MODE=single` is the same writers and the same
     // `grant_batch` with batches of one (one grant per transaction, the bench's
     // baseline), any writer free to serve the one hot campaign.
@@ -380,6 +391,23 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         },
     );
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
+    let replica = settings
+        .read_database_url
+        .as_ref()
+        .map(|url| {
+            pool_of(
+                secrecy::ExposeSecret::expose_secret(url),
+                "READ_DATABASE_URL",
+                &settings,
+            )
+        })
+        .transpose()?;
+    let reads = replica::Reads::new(
+        db.clone(),
+        replica,
+        settings.replica_read_after_write,
+        redis.clone(),
+    );
     let live = live::Live::new(
         db.clone(),
         cache.clock().clone(),
@@ -389,6 +417,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
         live,
+        reads,
         grabber: Grabber::new(
             db.clone(),
             dbwatch.clone(),
@@ -550,6 +579,7 @@ pub fn spawn_workers(state: &AppState) -> Workers {
         tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
         tokio::spawn(state.limits.clone().run_cleanup()),
         tokio::spawn(state.dbwatch.clone().run(db.clone())),
+        tokio::spawn(state.reads.clone().watch()),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");

@@ -268,6 +268,7 @@ async fn finish(
     kind: EventType,
     response: &RedemptionResponse,
     shopper: &Shopper,
+    reads: &crate::replica::Reads,
 ) -> ApiResult<Response> {
     let body = serde_json::to_vec(response).map_err(ApiError::internal)?;
     reservation.complete(status, &body).await?;
@@ -282,6 +283,8 @@ async fn finish(
     }
     events::record(&mut reservation.tx, kind, &data).await?;
     reservation.commit().await?;
+    // the shopper's next wallet read must see this
+    reads.wrote(&shopper.user).await;
     Ok(json_bytes_response(status, body))
 }
 
@@ -400,6 +403,7 @@ async fn redeem(
         EventType::VoucherRedeemed,
         &response,
         &shopper,
+        &state.reads,
     )
     .await
 }
@@ -553,6 +557,7 @@ async fn rollback(
         EventType::RedemptionRolledBack,
         &response,
         &shopper,
+        &state.reads,
     )
     .await
 }

@@ -121,30 +121,18 @@ async fn list(
 ) -> ApiResult<Json<VoucherList>> {
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
-    // Expiry is decided by the clock in the query, the same rule as `view`.
-    let mut rows: Vec<VoucherRow> = sqlx::query_as!(
-        VoucherRow,
-        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
-                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
-           FROM vouchers
-           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
-             AND CASE $3::text
-                   WHEN 'redeemed' THEN status = 'redeemed'
-                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                   ELSE true END
-           ORDER BY id DESC LIMIT $4"#,
-        user.as_str(),
-        cursor,
-        params.status.map(|s| match s {
-            VoucherStatus::Issued => "issued",
-            VoucherStatus::Redeemed => "redeemed",
-            VoucherStatus::Expired => "expired",
-        }),
-        limit + 1,
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let status = params.status.map(|s| match s {
+        VoucherStatus::Issued => "issued",
+        VoucherStatus::Redeemed => "redeemed",
+        VoucherStatus::Expired => "expired",
+    });
+    let user = &user;
+    let mut rows = state
+        .reads
+        .for_user(user, move |pool| async move {
+            wallet_page(&pool, user, cursor, status, limit + 1).await
+        })
+        .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.id.to_string())
@@ -158,6 +146,36 @@ async fn list(
     }))
 }
 
+/// One page of `user`'s wallet, newest first, below `cursor`; expiry is decided by
+/// the clock in the query, the same rule as `view`.
+async fn wallet_page(
+    pool: &sqlx::PgPool,
+    user: &UserId,
+    cursor: Option<Uuid>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<VoucherRow>, sqlx::Error> {
+    sqlx::query_as!(
+        VoucherRow,
+        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
+           FROM vouchers
+           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+             AND CASE $3::text
+                   WHEN 'redeemed' THEN status = 'redeemed'
+                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                   ELSE true END
+           ORDER BY id DESC LIMIT $4"#,
+        user.as_str(),
+        cursor,
+        status,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
 #[utoipa::path(get, path = "/v1/me/vouchers/{code}", operation_id = "getMyVoucher", tag = "users",
     params(("code" = String, Path)),
     responses((status = 200, body = Voucher), (status = 404, body = crate::error::Problem)),
@@ -168,7 +186,12 @@ async fn get_one(
     Path(code): Path<String>,
 ) -> ApiResult<Json<Voucher>> {
     let code = VoucherCode::parse(&code)?;
-    let row = fetch_owned(&state.db, &code, &user)
+    let row = state
+        .reads
+        .for_user(&user, |pool| {
+            let (code, user) = (&code, &user);
+            async move { fetch_owned(&pool, code, user).await }
+        })
         .await?
         .ok_or(ApiError::VoucherNotFound)?;
     Ok(Json(row.view(Utc::now())))

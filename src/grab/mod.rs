@@ -285,6 +285,9 @@ async fn claim(
         };
         timing.finish(outcome(&result), status);
     }
+    if result.is_ok() {
+        state.reads.wrote(&user).await;
+    }
     result
 }
 

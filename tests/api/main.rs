@@ -13,5 +13,6 @@ mod launch;
 mod lifecycle;
 mod live;
 mod ops;
+mod replica;
 mod slow_clients;
 mod webhooks;
