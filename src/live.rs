@@ -1,7 +1,8 @@
 //! The live launch view: what this instance sees of one campaign, once a second, sent
 //! to every admin watching it (`GET /v1/admin/campaigns/{id}/live`, server-sent
 //! events). However many people watch, a campaign costs one Postgres read per second
-//! per instance, and grabs of campaigns nobody watches cost one atomic load.
+//! per instance; while nothing is watched a grab costs one atomic load, while some
+//! campaign is, a shared read lock and a map lookup.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -63,6 +64,9 @@ pub(crate) struct LiveFrame {
     pub campaign: Option<LiveCampaign>,
     /// `ok`, or `unavailable` when this frame's read of the campaign failed.
     pub postgres: &'static str,
+    /// Sequence of this frame from its ticker (from 0): a watcher that reconnects
+    /// and is sent a frame it has already seen can tell.
+    pub seq: u64,
     /// Grabs answered in the period (every outcome below, and the timeouts).
     pub requests: u64,
     /// Vouchers granted in the period.
@@ -74,6 +78,9 @@ pub(crate) struct LiveFrame {
     pub refusals: BTreeMap<&'static str, u64>,
     /// Grabs answered with a 5xx in the period (also counted in `refusals`).
     pub errors_5xx: u64,
+    /// Grabs whose client left before an answer (not in `requests`): a batched
+    /// grant may still have committed, and shows in the stock.
+    pub abandoned: u64,
     /// The 99th percentile of the period's grab latencies, in milliseconds (to within
     /// 10%); absent when there were no grabs.
     pub p99_ms: Option<f64>,
@@ -118,6 +125,7 @@ struct Watched {
 struct Tally {
     outcomes: BTreeMap<&'static str, u64>,
     errors_5xx: u64,
+    abandoned: u64,
     latency: Vec<u64>,
 }
 
@@ -195,10 +203,16 @@ impl Live {
         if self.0.watching.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let watched = self.0.watched.read().ok()?.get(&campaign.0)?.clone();
+        let watched = self
+            .0
+            .watched
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&campaign.0)?
+            .clone();
         Some(GrabTiming {
             watched,
-            arrived: clock.arrived,
+            clock: clock.clone(),
             request_timeout: self.0.request_timeout,
             done: false,
         })
@@ -230,6 +244,7 @@ impl Live {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
         let mut closing = self.0.closing.subscribe();
+        let mut seq = 0;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
@@ -238,16 +253,23 @@ impl Live {
             {
                 let mut watched = self.0.watched.write().unwrap_or_else(|p| p.into_inner());
                 if w.frames.receiver_count() == 0 {
-                    watched.remove(&campaign.0);
-                    self.0.watching.store(watched.len(), Ordering::Relaxed);
+                    self.forget(campaign, &w, &mut watched);
                     return;
                 }
             }
             let read = row::fetch_measuring_clock(&self.0.db, campaign, &self.0.clock).await;
-            let tally = std::mem::take(&mut *w.tally.lock().unwrap_or_else(|p| p.into_inner()));
+            // The first frame (sent at once, for the stock) covers no period: grabs
+            // that came before the first watcher were never timed.
+            let tally = if seq == 0 {
+                Tally::default()
+            } else {
+                std::mem::take(&mut *w.tally.lock().unwrap_or_else(|p| p.into_inner()))
+            };
             let now = Instant::now();
-            let frame = self.frame(read, &tally, now - last);
+            let interval = if seq == 0 { Duration::ZERO } else { now - last };
+            let frame = self.frame(read, &tally, interval, seq);
             last = now;
+            seq += 1;
             match serde_json::to_string(&frame) {
                 Ok(json) => {
                     w.frames.send_replace(Some(json.into()));
@@ -256,7 +278,19 @@ impl Live {
             }
         }
         let mut watched = self.0.watched.write().unwrap_or_else(|p| p.into_inner());
-        watched.remove(&campaign.0);
+        self.forget(campaign, &w, &mut watched);
+    }
+
+    /// Removes this ticker's entry, not one a later watcher registered after it.
+    fn forget(
+        &self,
+        campaign: CampaignId,
+        w: &Arc<Watched>,
+        watched: &mut HashMap<Uuid, Arc<Watched>>,
+    ) {
+        if watched.get(&campaign.0).is_some_and(|e| Arc::ptr_eq(e, w)) {
+            watched.remove(&campaign.0);
+        }
         self.0.watching.store(watched.len(), Ordering::Relaxed);
     }
 
@@ -265,6 +299,7 @@ impl Live {
         read: Result<Option<row::CampaignRow>, sqlx::Error>,
         tally: &Tally,
         interval: Duration,
+        seq: u64,
     ) -> LiveFrame {
         let at = self.0.clock.estimate();
         let (campaign, postgres) = match read {
@@ -286,6 +321,7 @@ impl Live {
             instance: self.0.instance.clone(),
             at,
             interval_seconds: interval.as_secs_f64(),
+            seq,
             campaign,
             postgres,
             requests: tally.outcomes.values().sum(),
@@ -298,16 +334,18 @@ impl Live {
                 .map(|(o, n)| (*o, *n))
                 .collect(),
             errors_5xx: tally.errors_5xx,
+            abandoned: tally.abandoned,
             p99_ms: tally.p99_ms().map(|ms| (ms * 100.0).round() / 100.0),
         }
     }
 }
 
 /// One watched grab in flight. Finished with its answer; dropped unfinished, it was
-/// cut off: by the request deadline (answered 503 `timeout`) or by its client leaving.
+/// cut off: by the request deadline (answered 409 `idempotency_key_in_use` if its
+/// commit was sent, else 503 `timeout`) or by its client leaving.
 pub(crate) struct GrabTiming {
     watched: Arc<Watched>,
-    arrived: Instant,
+    clock: RequestClock,
     request_timeout: Duration,
     done: bool,
 }
@@ -323,7 +361,7 @@ impl GrabTiming {
             .tally
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record(outcome, status, self.arrived.elapsed());
+            .record(outcome, status, self.clock.arrived.elapsed());
     }
 }
 
@@ -332,11 +370,17 @@ impl Drop for GrabTiming {
         if self.done {
             return;
         }
-        if self.arrived.elapsed() >= self.request_timeout {
-            self.record("timeout", StatusCode::SERVICE_UNAVAILABLE);
+        if self.clock.arrived.elapsed() < self.request_timeout {
+            // no answer was sent, so neither a refusal nor a 5xx
+            self.watched
+                .tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abandoned += 1;
+        } else if self.clock.is_committing() {
+            self.record("idempotency_key_in_use", StatusCode::CONFLICT);
         } else {
-            // no answer was sent; not a 5xx
-            self.record("client_gone", StatusCode::OK);
+            self.record("timeout", StatusCode::SERVICE_UNAVAILABLE);
         }
     }
 }
@@ -439,15 +483,30 @@ mod tests {
         assert!(t.p99_ms().unwrap() > 50_000.0);
     }
 
-    #[tokio::test]
-    async fn closing_ends_every_stream_and_stops_the_tickers() {
-        use futures::StreamExt;
+    fn unreachable_live() -> Live {
         // nothing listens there: each frame says Postgres is unavailable
         let db = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(200))
             .connect_lazy("postgres://nobody@127.0.0.1:9/none")
             .unwrap();
-        let live = Live::new(db, DbClock::default(), "t".into(), Duration::from_secs(5));
+        Live::new(db, DbClock::default(), "t".into(), Duration::from_secs(5))
+    }
+
+    /// Waits (in paused time, so without spinning) until nothing is watched.
+    async fn until_unwatched(live: &Live) {
+        for _ in 0..100 {
+            if live.0.watching.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep(TICK / 2).await;
+        }
+        panic!("the ticker did not stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_every_stream_and_stops_the_tickers() {
+        use futures::StreamExt;
+        let live = unreachable_live();
         let campaign = CampaignId(Uuid::now_v7());
         let mut events = Box::pin(frame_events(
             live.subscribe(campaign),
@@ -457,13 +516,52 @@ mod tests {
         assert_eq!(live.0.watching.load(Ordering::Relaxed), 1);
         live.close();
         assert!(events.next().await.is_none());
-        // the ticker leaves the map as it stops
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while live.0.watching.load(Ordering::Relaxed) != 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the ticker stops");
+        until_unwatched(&live).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_stops_when_its_last_watcher_leaves_and_a_new_one_starts_another() {
+        let live = unreachable_live();
+        let campaign = CampaignId(Uuid::now_v7());
+        let (a, b) = (live.subscribe(campaign), live.subscribe(campaign));
+        assert_eq!(live.0.watching.load(Ordering::Relaxed), 1);
+        drop(a);
+        tokio::time::sleep(TICK * 3).await;
+        assert_eq!(
+            live.0.watching.load(Ordering::Relaxed),
+            1,
+            "b still watches"
+        );
+        drop(b);
+        until_unwatched(&live).await;
+        // no grab is timed once nobody watches
+        assert!(live.grab(campaign, &RequestClock::new()).is_none());
+        let mut c = live.subscribe(campaign);
+        c.changed().await.unwrap();
+        assert_eq!(live.0.watching.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_grab_cut_off_after_its_commit_was_sent_is_a_409_not_a_5xx() {
+        let w = Arc::new(Watched {
+            tally: Mutex::default(),
+            frames: watch::Sender::new(None),
+        });
+        let timing = |clock: RequestClock, timeout| GrabTiming {
+            watched: w.clone(),
+            clock,
+            request_timeout: timeout,
+            done: false,
+        };
+        let committing = RequestClock::new();
+        assert!(committing.begin_commit());
+        drop(timing(committing, Duration::ZERO));
+        drop(timing(RequestClock::new(), Duration::ZERO));
+        drop(timing(RequestClock::new(), Duration::from_secs(60)));
+        let t = w.tally.lock().unwrap();
+        assert_eq!(t.outcomes.get("idempotency_key_in_use"), Some(&1));
+        assert_eq!(t.outcomes.get("timeout"), Some(&1));
+        assert_eq!(t.errors_5xx, 1);
+        assert_eq!(t.abandoned, 1);
     }
 }

@@ -91,10 +91,12 @@ fn serve(name: &str, request: &HeaderMap) -> Response {
     };
     let asset = &ASSETS[i];
     let etag = &ETAGS[i];
+    // weak comparison, as If-None-Match asks (RFC 9110 13.1.2); `*` matches any
     let fresh = request.get(header::IF_NONE_MATCH).is_some_and(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii() == etag.as_bytes())
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag.as_bytes()
+        })
     });
     let headers = [
         (
@@ -154,6 +156,11 @@ mod tests {
             header::IF_NONE_MATCH,
             HeaderValue::from_str(&format!("\"x\", {}", etag.to_str().unwrap())).unwrap(),
         );
+        assert_eq!(serve("demo.js", &h).status(), StatusCode::NOT_MODIFIED);
+        let weak = format!("W/{}", etag.to_str().unwrap());
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&weak).unwrap());
+        assert_eq!(serve("demo.js", &h).status(), StatusCode::NOT_MODIFIED);
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert_eq!(serve("demo.js", &h).status(), StatusCode::NOT_MODIFIED);
     }
 }

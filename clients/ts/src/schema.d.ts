@@ -441,6 +441,12 @@ export interface components {
         /** @description One second of one campaign as this instance saw it. */
         LiveFrame: {
             /**
+             * Format: int64
+             * @description Grabs whose client left before an answer (not in `requests`): a batched
+             *     grant may still have committed, and shows in the stock.
+             */
+            abandoned: number;
+            /**
              * Format: date-time
              * @description When the frame was made, by Postgres' clock as last measured.
              */
@@ -491,6 +497,12 @@ export interface components {
              * @description Grabs answered in the period (every outcome below, and the timeouts).
              */
             requests: number;
+            /**
+             * Format: int64
+             * @description Sequence of this frame from its ticker (from 0): a watcher that reconnects
+             *     and is sent a frame it has already seen can tell.
+             */
+            seq: number;
         };
         /** @description The problem+json body every error response carries. */
         Problem: {

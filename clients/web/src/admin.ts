@@ -6,7 +6,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { createVoucherClient, type components } from "../../ts/src/index";
-import { $, h, input, newKey, say, when } from "./dom";
+import { $, h, input, IntentKeys, isFinal, newKey, say, when } from "./dom";
 import { stream } from "./sse";
 
 type Campaign = components["schemas"]["Campaign"];
@@ -16,6 +16,22 @@ type Problem = components["schemas"]["Problem"];
 const TOKEN_KEY = "voucherd:admin:token";
 let token = sessionStorage.getItem(TOKEN_KEY) ?? "";
 const api = createVoucherClient({ baseUrl: location.origin, token: () => token }).raw;
+/** Public reads carry no credential (a CDN caches them only without one). */
+const publicApi = createVoucherClient({ baseUrl: location.origin }).raw;
+// A token that stops working (rotated, or a user's) sends the console back to sign-in.
+api.use({
+  onResponse({ response }) {
+    if (response.status === 401 && token) signOut("The admin token was refused; sign in again.");
+    return undefined;
+  },
+});
+
+function signOut(message = ""): void {
+  token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  route();
+  say($("sign-in-message"), message, message ? "error" : "");
+}
 
 function problemText(error: unknown, status: number): string {
   const p = error as Problem | undefined;
@@ -92,7 +108,9 @@ function campaignRow(c: Campaign): HTMLElement {
   const pause = h("button", {}, c.paused ? "Resume" : "Pause");
   const restock = h("button", {}, "Restock");
   const amount = h("input", { type: "number", min: "1", value: "100", class: "restock", "aria-label": "units to add" }) as HTMLInputElement;
-  const end = h("button", {}, "End");
+  const end = h("button", { title: c.status === "scheduled" ? "not open yet: pause it instead" : "" }, "End") as HTMLButtonElement;
+  // a campaign not open yet cannot end before it starts (ends_at > starts_at)
+  end.disabled = c.status === "scheduled" || c.status === "ended";
   const row = h(
     "tr",
     { "data-campaign": c.id },
@@ -106,46 +124,65 @@ function campaignRow(c: Campaign): HTMLElement {
     h("td", { class: "muted" }, when(c.ends_at)),
     h("td", { class: "actions" }, live, " ", pause, " ", amount, restock, " ", end),
   );
-  const act = (button: HTMLElement, body: components["schemas"]["UpdateCampaign"], done: string) =>
+  const act = (button: HTMLElement, body: () => components["schemas"]["UpdateCampaign"] | undefined, done: string) =>
     button.addEventListener("click", async () => {
-      (button as HTMLButtonElement).disabled = true;
-      const r = await update(c.id, body);
-      (button as HTMLButtonElement).disabled = false;
-      if (!r.ok) return say($("campaigns-message"), r.text, "error");
-      say($("campaigns-message"), `${c.name}: ${done}.`, "ok");
-      row.replaceWith(campaignRow(r.campaign));
+      const b = button as HTMLButtonElement;
+      const change = body();
+      if (!change) return;
+      b.disabled = true;
+      try {
+        const r = await update(c.id, change);
+        if (!r.ok) return say($("campaigns-message"), r.text, "error");
+        say($("campaigns-message"), `${c.name}: ${done}.`, "ok");
+        row.replaceWith(campaignRow(r.campaign));
+      } finally {
+        b.disabled = false;
+      }
     });
-  act(pause, { paused: !c.paused }, c.paused ? "resumed" : "paused");
-  restock.addEventListener("click", async () => {
-    const n = Number(amount.value);
-    (restock as HTMLButtonElement).disabled = true;
-    const r = await update(c.id, { add_stock: n });
-    (restock as HTMLButtonElement).disabled = false;
-    if (!r.ok) return say($("campaigns-message"), r.text, "error");
-    say($("campaigns-message"), `${c.name}: ${n} added.`, "ok");
-    row.replaceWith(campaignRow(r.campaign));
-  });
-  end.addEventListener("click", async () => {
-    if (!confirm(`End "${c.name}" now? Grabs stop at once.`)) return;
-    // now by the server's clock, which decides when a campaign is over
-    const pub = await api.GET("/v1/campaigns/{id}", { params: { path: { id: c.id } } });
-    const now = pub.data?.server_time ?? new Date().toISOString();
-    (end as HTMLButtonElement).disabled = true;
-    const r = await update(c.id, { ends_at: now });
-    (end as HTMLButtonElement).disabled = false;
-    if (!r.ok) return say($("campaigns-message"), r.text, "error");
-    say($("campaigns-message"), `${c.name}: ended.`, "ok");
-    row.replaceWith(campaignRow(r.campaign));
-  });
+  act(pause, () => ({ paused: !c.paused }), c.paused ? "resumed" : "paused");
+  act(restock, () => ({ add_stock: Number(amount.value) }), "stock added");
+  act(
+    end,
+    () => {
+      if (!confirm(`End "${c.name}" now? Grabs stop at once.`)) return undefined;
+      // now by the server's clock, which decides when a campaign is over; never the
+      // device's, which may run ahead and leave the sale open
+      if (serverOffsetMs === undefined) {
+        say($("campaigns-message"), "The server's clock is not known yet; try again in a moment.", "error");
+        return undefined;
+      }
+      return { ends_at: new Date(Date.now() + serverOffsetMs).toISOString() };
+    },
+    "ended",
+  );
   return row;
 }
 
+/** One key per change (campaign and body) until the server answers it finally, so a
+ * retried restock whose answer was lost is applied once. */
+const changeKeys = new IntentKeys();
+
 async function update(id: string, body: components["schemas"]["UpdateCampaign"]) {
-  const r = await api.PATCH("/v1/admin/campaigns/{id}", {
-    params: { path: { id }, header: { "Idempotency-Key": newKey() } },
-    body,
-  });
-  return r.data ? { ok: true as const, campaign: r.data } : { ok: false as const, text: problemText(r.error, r.response.status) };
+  const intent = [id, body];
+  try {
+    const r = await api.PATCH("/v1/admin/campaigns/{id}", {
+      params: { path: { id }, header: { "Idempotency-Key": changeKeys.key(intent) } },
+      body,
+    });
+    changeKeys.settle(intent, r.response.status, r.error);
+    return r.data ? { ok: true as const, campaign: r.data } : { ok: false as const, text: problemText(r.error, r.response.status) };
+  } catch {
+    return { ok: false as const, text: "No answer (offline?). Press again: the change is applied once." };
+  }
+}
+
+/** The server's clock minus this device's, from the public list's `server_time`. */
+let serverOffsetMs: number | undefined;
+
+async function measureServerClock(): Promise<void> {
+  const sent = Date.now();
+  const r = await publicApi.GET("/v1/campaigns").catch(() => null);
+  if (r?.data) serverOffsetMs = Date.parse(r.data.server_time) - (sent + Date.now()) / 2;
 }
 
 /** The key of the campaign being created: kept until the server gives a final answer. */
@@ -182,7 +219,7 @@ async function create(): Promise<void> {
       params: { header: { "Idempotency-Key": createKey } },
       body: body as components["schemas"]["CreateCampaign"],
     });
-    if (r.response.status < 500) createKey = undefined;
+    if (isFinal(r.response.status, r.error)) createKey = undefined;
     if (!r.data) return say(msg, problemText(r.error, r.response.status), "error");
     say(msg, `Created "${r.data.name}" (${r.data.id}).`, "ok");
     await loadCampaigns(true);
@@ -217,13 +254,15 @@ function watch(id: string): () => void {
   $("live-name").textContent = id;
   say($("live-message"), "connecting…");
   const t: number[] = [];
-  const stock: number[] = [];
+  const stock: (number | null)[] = [];
   const gps: number[] = [];
   const rps: number[] = [];
   const e5: number[] = [];
   const p99: (number | null)[] = [];
   const refusals = new Map<string, number>();
   let granted = 0;
+  let instance = "";
+  let lastSeq = -1;
   for (const c of ["chart-stock", "chart-rates", "chart-p99"]) $(c).replaceChildren();
   const charts = {
     stock: chart($("chart-stock"), "Remaining stock", [{ label: "remaining", stroke: "#1f8a4c" }]),
@@ -242,6 +281,16 @@ function watch(id: string): () => void {
     onEvent: (type, data) => {
       if (type !== "frame") return;
       const f = JSON.parse(data) as LiveFrame;
+      // A reconnect is first sent the frame last seen; a new instance (another replica
+      // behind the balancer, or a restart) starts its own totals.
+      if (f.instance !== instance) {
+        instance = f.instance;
+        granted = 0;
+        refusals.clear();
+      } else if (f.seq === lastSeq) {
+        return;
+      }
+      lastSeq = f.seq;
       const per = (n: number) => n / (f.interval_seconds || 1);
       const refused = Object.values(f.refusals).reduce((a, b) => a + (b ?? 0), 0);
       granted += f.grants;
@@ -265,13 +314,13 @@ function watch(id: string): () => void {
         ...[...refusals].sort((a, b) => b[1] - a[1]).map(([code, n]) => h("tr", {}, h("td", {}, h("code", {}, code)), h("td", { class: "num" }, n.toLocaleString("en-US")))),
       );
       t.push(Date.parse(f.at) / 1000);
-      stock.push(f.campaign?.remaining ?? NaN);
+      stock.push(f.campaign?.remaining ?? null);
       gps.push(per(f.grants));
       rps.push(per(refused));
       e5.push(per(f.errors_5xx));
       p99.push(f.p99_ms ?? null);
       for (const a of [t, stock, gps, rps, e5, p99]) if (a.length > WINDOW) a.shift();
-      charts.stock.setData([t, stock]);
+      charts.stock.setData([t, stock as number[]]);
       charts.rates.setData([t, gps, rps, e5]);
       charts.p99.setData([t, p99 as number[]]);
     },
@@ -312,15 +361,20 @@ async function loadDeadLetters(): Promise<void> {
       const replay = h("button", {}, "Replay") as HTMLButtonElement;
       replay.addEventListener("click", async () => {
         replay.disabled = true;
-        const res = await api.POST("/v1/admin/webhooks/dead-letters/{id}/replay", {
-          params: { path: { id: d.id }, header: { "Idempotency-Key": newKey() } },
-        });
-        if (!res.response.ok) {
+        const intent = ["replay", d.id];
+        try {
+          const res = await api.POST("/v1/admin/webhooks/dead-letters/{id}/replay", {
+            params: { path: { id: d.id }, header: { "Idempotency-Key": changeKeys.key(intent) } },
+          });
+          changeKeys.settle(intent, res.response.status, res.error);
+          if (!res.response.ok) return say($("dead-letters-message"), problemText(res.error, res.response.status), "error");
+          say($("dead-letters-message"), `Event ${d.seq} queued for delivery again.`, "ok");
+          await loadDeadLetters();
+        } catch {
+          say($("dead-letters-message"), "No answer (offline?). Press again: it is replayed once.", "error");
+        } finally {
           replay.disabled = false;
-          return say($("dead-letters-message"), problemText(res.error, res.response.status), "error");
         }
-        say($("dead-letters-message"), `Event ${d.seq} queued for delivery again.`, "ok");
-        await loadDeadLetters();
       });
       return h("tr", {}, h("td", { class: "num" }, d.seq), h("td", {}, h("code", {}, d.type)), h("td", { class: "num" }, d.attempts), h("td", { class: "muted" }, d.last_error ?? ""), h("td", {}, replay));
     }),
@@ -335,11 +389,7 @@ function start(): void {
     e.preventDefault();
     void signIn(input("admin-token").value.trim());
   });
-  $("sign-out").addEventListener("click", () => {
-    token = "";
-    sessionStorage.removeItem(TOKEN_KEY);
-    route();
-  });
+  $("sign-out").addEventListener("click", () => signOut());
   $("create-form").addEventListener("submit", (e) => {
     e.preventDefault();
     void create();
@@ -356,6 +406,8 @@ function start(): void {
   input("c-ends").value = tomorrow;
   window.addEventListener("hashchange", route);
   route();
+  void measureServerClock();
+  setInterval(() => void measureServerClock(), 30_000);
 }
 
 start();

@@ -5,14 +5,28 @@
  * wallet, and a pretend checkout that redeems and rolls back.
  */
 import { createVoucherClient, jwtSubject, type GrabResult, type PublicCampaign } from "../../ts/src/index";
-import { $, discountText, h, input, money, newKey, say, span, when } from "./dom";
+import { $, discountText, h, input, IntentKeys, money, newKey, say, span, when } from "./dom";
 
 const TOKEN_KEY = "voucherd:demo:token";
 let token = sessionStorage.getItem(TOKEN_KEY) ?? "";
 const client = createVoucherClient({ baseUrl: location.origin, token: () => token });
+/** The public list goes without the shopper's token: a CDN caches (and logs) it only so. */
+const publicClient = createVoucherClient({ baseUrl: location.origin });
 
-/** The server's clock minus this device's, from the last list (midpoint of the round trip). */
+/**
+ * The server's clock minus this device's: from the recent list answer with the
+ * shortest round trip (the least uncertain), its `server_time` aged by `Age` when a
+ * cache served it.
+ */
 let offsetMs = 0;
+const clockSamples: { rtt: number; offset: number }[] = [];
+
+function sampleClock(serverTime: string, age: string | null, sent: number, received: number): void {
+  const ageMs = Number(age ?? 0) * 1000 || 0;
+  clockSamples.push({ rtt: received - sent, offset: Date.parse(serverTime) + ageMs - (sent + received) / 2 });
+  if (clockSamples.length > 10) clockSamples.shift();
+  offsetMs = clockSamples.reduce((best, s) => (s.rtt < best.rtt ? s : best)).offset;
+}
 const serverNow = () => Date.now() + offsetMs;
 
 interface Card {
@@ -95,9 +109,9 @@ function paintCard(card: Card): void {
 
 async function refreshCampaigns(): Promise<void> {
   const sent = Date.now();
-  const r = await client.listCampaigns().catch(() => null);
+  const r = await publicClient.listCampaigns().catch(() => null);
   if (!r || !r.ok) return;
-  offsetMs = Date.parse(r.data.server_time) - (sent + Date.now()) / 2;
+  sampleClock(r.data.server_time, r.response.headers.get("Age"), sent, Date.now());
   const box = $("campaigns");
   const seen = new Set<string>();
   for (const c of r.data.items) {
@@ -164,6 +178,7 @@ async function refreshWallet(): Promise<void> {
     return;
   }
   const r = await client.myVouchers({ limit: 100 }).catch(() => null);
+  if (r && !r.ok && r.status === 401) return signOut("Your token was refused (expired?): paste a fresh one.");
   if (!r || !r.ok) return;
   body.replaceChildren(
     ...r.data.items.map((v) => {
@@ -195,27 +210,38 @@ function order() {
   };
 }
 
-/** One key per checkout attempt, reused until it has a final answer. */
-const payKeys = new Map<string, string>();
+/** One key per checkout attempt (voucher and order), until it has a final answer. */
+const payKeys = new IntentKeys();
 
 async function quote(): Promise<void> {
   const msg = $("checkout-message");
-  const r = await client.quote(input("checkout-code").value.trim(), order());
+  const r = await client.quote(input("checkout-code").value.trim(), order()).catch(() => null);
+  if (!r) return say(msg, "No answer (offline?).", "error");
   if (!r.ok) return say(msg, r.problem?.detail ?? r.code, "error");
   const q = r.data;
   say(msg, q.redeemable ? `This voucher takes ${money(q.discount_amount ?? 0, order().currency)} off.` : `Not redeemable: ${q.detail ?? q.code}`, q.redeemable ? "ok" : "error");
 }
 
 async function pay(): Promise<void> {
+  const button = $("pay") as HTMLButtonElement;
+  // a second click or Enter while paying is the same payment: nothing more to do
+  if (button.disabled) return;
+  button.disabled = true;
+  try {
+    await payOnce();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function payOnce(): Promise<void> {
   const msg = $("checkout-message");
   const code = input("checkout-code").value.trim();
   const o = order();
-  const attempt = JSON.stringify([code, o]);
-  const key = payKeys.get(attempt) ?? newKey();
-  payKeys.set(attempt, key);
-  const r = await client.redeem(code, o, { idempotencyKey: key }).catch(() => null);
+  const attempt = [code, o];
+  const r = await client.redeem(code, o, { idempotencyKey: payKeys.key(attempt) }).catch(() => null);
   if (!r) return say(msg, "No answer (offline?). Pay again: the same attempt is not charged twice.", "error");
-  if (r.status < 500) payKeys.delete(attempt);
+  payKeys.settle(attempt, r.status, r.ok ? undefined : r.problem);
   if (!r.ok) return say(msg, r.problem?.detail ?? r.code, "error");
   const { redemption, voucher } = r.data;
   say(msg, `Paid order ${redemption.order_id}: ${money(redemption.discount_amount, redemption.currency)} off with ${voucher.code}.`, "ok");
@@ -234,6 +260,8 @@ async function pay(): Promise<void> {
     }
     await refreshWallet();
   });
+  // a replayed payment is the order already listed
+  if (document.querySelector(`#orders tr[data-redemption="${CSS.escape(redemption.id)}"]`)) return refreshWallet();
   $("orders").querySelector("tbody")!.prepend(
     h(
       "tr",
@@ -249,6 +277,14 @@ async function pay(): Promise<void> {
   await refreshWallet();
 }
 
+function signOut(message = ""): void {
+  token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  showUser();
+  say($("sign-in-message"), message, message ? "error" : "");
+  void refreshWallet();
+}
+
 function start(): void {
   $("token-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -260,12 +296,7 @@ function start(): void {
     await refreshWallet();
     await resumePending();
   });
-  $("sign-out").addEventListener("click", () => {
-    token = "";
-    sessionStorage.removeItem(TOKEN_KEY);
-    showUser();
-    void refreshWallet();
-  });
+  $("sign-out").addEventListener("click", () => signOut());
   $("checkout-form").addEventListener("submit", (e) => {
     e.preventDefault();
     void pay();

@@ -64,3 +64,30 @@ export function span(ms: number): string {
 export function newKey(): string {
   return crypto.randomUUID();
 }
+
+/**
+ * Whether an answer is final for its idempotency key: anything but a 5xx, a 408, a
+ * 429 or a 409 `idempotency_key_in_use` (the original still running). Until then the
+ * same intent is sent again with the same key.
+ */
+export function isFinal(status: number, error?: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return status < 500 && status !== 408 && status !== 429 && code !== "idempotency_key_in_use";
+}
+
+/** Keys of intents not answered finally yet, by what the intent is. */
+export class IntentKeys {
+  private readonly keys = new Map<string, string>();
+  key(intent: unknown): string {
+    const k = JSON.stringify(intent);
+    let key = this.keys.get(k);
+    if (!key) {
+      key = newKey();
+      this.keys.set(k, key);
+    }
+    return key;
+  }
+  settle(intent: unknown, status: number, error?: unknown): void {
+    if (isFinal(status, error)) this.keys.delete(JSON.stringify(intent));
+  }
+}

@@ -34,10 +34,18 @@ const violations = [];
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
+  if (await fetch(`${BASE}/healthz`).then(() => true, () => false)) {
+    throw new Error(`something already answers on ${BASE}: set WEB_TEST_PORT`);
+  }
+  // a database of this run's own (voucherd creates it), so the event log starts empty
+  const db = new URL(env.DATABASE_URL);
+  const name = db.pathname.slice(1);
+  db.pathname = "/postgres";
+  execFileSync("psql", [db.href, "-qc", `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`]);
   server = spawn(BIN, ["serve"], { env, stdio: ["ignore", "inherit", "inherit"] });
   for (let i = 0; ; i++) {
-    if (await fetch(`${BASE}/readyz`).then((r) => r.ok, () => false)) break;
     if (i > 300 || server.exitCode !== null) throw new Error("voucherd did not become ready");
+    if (await fetch(`${BASE}/readyz`).then((r) => r.ok, () => false)) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   browser = await chromium.launch({
@@ -142,9 +150,35 @@ test("an admin creates a campaign and watches it live while a shopper grabs, red
   const c = await admin("GET", `/v1/admin/campaigns/${id}`);
   assert.deepEqual([c.issued, c.remaining, c.redeemed], [1, 4, 0]);
 
-  // the event log and dead letters pages render
+  // A restock whose answer is lost is pressed again: applied once (one key per change
+  // until its final answer).
+  await console_.click("#nav a[data-view=campaigns]");
+  const listed = console_.locator(`#campaigns tbody tr[data-campaign="${id}"]`);
+  await listed.waitFor();
+  const patch = `**/v1/admin/campaigns/${id}`;
+  await console_.route(patch, async (route) => {
+    await route.fetch();
+    await route.abort();
+  });
+  await listed.getByRole("button", { name: "Restock" }).click();
+  await console_.locator("#campaigns-message").getByText("No answer").waitFor();
+  await console_.unroute(patch);
+  await listed.getByRole("button", { name: "Restock" }).click();
+  await console_.locator("#campaigns-message").getByText("stock added").waitFor();
+  const restocked = await admin("GET", `/v1/admin/campaigns/${id}`);
+  assert.deepEqual([restocked.total_stock, restocked.remaining], [105, 104]);
+
+  // the event log shows this run's events; the dead letters page renders
   await console_.click("#nav a[data-view=events]");
-  await console_.locator("#events tbody tr", { hasText: "redemption.rolled_back" }).first().waitFor();
+  await console_
+    .locator("#events tbody tr", { hasText: "redemption.rolled_back" })
+    .filter({ hasText: id })
+    .first()
+    .waitFor()
+    .catch(async (e) => {
+      await console_.screenshot({ path: join(SHOTS, "failure-events.png"), fullPage: true });
+      throw e;
+    });
   await console_.screenshot({ path: join(SHOTS, "admin-events.png"), fullPage: true });
   await console_.click("#nav a[data-view=dead-letters]");
   await console_.locator("#dead-letters-message").getByText("No dead letters.").waitFor();
