@@ -504,6 +504,8 @@ mod tests {
         assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.idempotency_ttl, Duration::from_secs(86400));
         assert!(s.redis_url.is_none());
+        assert_eq!(s.metrics_campaigns_max, 50);
+        assert_eq!(s.metrics_db_interval, Duration::from_secs(5));
     }
 
     #[test]
@@ -541,6 +543,12 @@ mod tests {
             ("GRAB_QUEUE_MAX_WAIT", "6s"),
             ("GRAB_COMMIT_STALL", "50ms"),
             ("GRAB_COMMIT_STALL", "1h"),
+            ("METRICS_CAMPAIGNS_MAX", "1001"),
+            ("METRICS_CAMPAIGNS_MAX", "-1"),
+            ("METRICS_CAMPAIGNS_MAX", "99999999999999999999999"),
+            ("METRICS_DB_INTERVAL", "500ms"),
+            ("METRICS_DB_INTERVAL", "1h"),
+            ("METRICS_DB_INTERVAL", "often"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());
