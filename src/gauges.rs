@@ -199,10 +199,6 @@ pub(crate) fn describe_series() {
         "voucherd_grabs_shed_total",
         "Grabs refused 503 overloaded by admission or dropped unwritten, by reason."
     );
-    describe_gauge!(
-        "voucherd_grabs_queued",
-        "Grabs waiting for a grant writer, in every instance of this process."
-    );
     describe_histogram!(
         "voucherd_grant_batch_size",
         "Grabs per grant batch sent to Postgres."
@@ -247,7 +243,6 @@ pub(crate) fn describe_series() {
     }
     metrics::counter!("voucherd_rate_limited_total").increment(0);
     metrics::counter!("voucherd_db_figures_errors_total").increment(0);
-    metrics::gauge!("voucherd_grabs_queued").increment(0.0);
 }
 
 /// A label value as the text format wants it: backslash, double quote and line feed
@@ -443,6 +438,39 @@ fn render_db_figures(out: &mut String, figures: &DbFigures) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stock(name: &str, ends_at: DateTime<Utc>) -> CampaignStock {
+        CampaignStock {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            total: 10,
+            remaining: 4,
+            ends_at,
+        }
+    }
+
+    /// A campaign whose `ends_at` passed since the last read (Postgres down, the
+    /// read failing) is no longer rendered: its series end with it, read or not.
+    #[test]
+    fn a_campaign_ended_since_the_read_is_not_rendered() {
+        let now = Utc::now();
+        let figures = DbFigures {
+            read_at: Instant::now(),
+            dead_letters: 2,
+            outbox: None,
+            live_campaigns: 2,
+            campaigns: vec![
+                stock("still live", now + chrono::Duration::hours(1)),
+                stock("just ended", now - chrono::Duration::seconds(1)),
+            ],
+        };
+        let mut out = String::new();
+        render_db_figures(&mut out, &figures);
+        assert!(out.contains("still live"), "{out}");
+        assert!(!out.contains("just ended"), "{out}");
+        assert!(out.contains("voucherd_outbox_dead_letters 2\n"), "{out}");
+        assert!(!out.contains("voucherd_outbox_pending_events"), "{out}");
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -320,7 +320,6 @@ impl Batcher {
                 guard,
                 reply,
             });
-            metrics::gauge!("voucherd_grabs_queued").increment(1.0);
             if lines.offer(campaign.id, inner.limits.per_campaign) {
                 inner.work.notify_one();
             }
@@ -473,7 +472,6 @@ fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending
         }
     }
     line.waiting = later;
-    metrics::gauge!("voucherd_grabs_queued").decrement((batch.len() + expired.len()) as f64);
     // More is waiting: let another writer form the next batch while this one writes.
     if lines.offer(id, inner.limits.per_campaign) {
         inner.work.notify_one();
