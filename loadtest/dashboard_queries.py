@@ -10,7 +10,8 @@ Dashboard variables are substituted as Grafana would with every instance selecte
 ($instance -> .*, $__rate_interval -> --window). Panels of the row whose title
 starts with "k6" need a k6 run streaming to the Prometheus: checked only with
 --with-k6, and listed as not checked otherwise. With --rules, the alert rules
-Prometheus loaded must all evaluate without error. Standard library only.
+Prometheus loaded must all evaluate without error. The layout is checked too (ids,
+grid, data source variable). Standard library only.
 """
 
 import argparse
@@ -70,6 +71,33 @@ def panels_with_rows(dashboard):
         yield row, panel
 
 
+def structure(dashboard):
+    """What Grafana would show wrongly or refuse, found without it: panel ids unique,
+    every panel inside the 24-column grid and overlapping none, every query on the
+    dashboard's data source variable (so the file imports into any Grafana)."""
+    problems, seen, boxes = [], set(), []
+    variables = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+    if "datasource" not in variables:
+        problems.append("no `datasource` variable: panels would name one Grafana's data source")
+    for panel in dashboard["panels"]:
+        title = panel.get("title", "?")
+        if panel.get("id") in seen:
+            problems.append(f"{title}: id {panel.get('id')} used twice")
+        seen.add(panel.get("id"))
+        g = panel.get("gridPos", {})
+        x, y, w, h = (g.get(k, -1) for k in ("x", "y", "w", "h"))
+        if min(x, y) < 0 or w <= 0 or h <= 0 or x + w > 24:
+            problems.append(f"{title}: gridPos {g} outside the 24-column grid")
+        for other, (ox, oy, ow, oh) in boxes:
+            if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h:
+                problems.append(f"{title}: overlaps {other}")
+        boxes.append((title, (x, y, w, h)))
+        for t in panel.get("targets", []):
+            if t.get("datasource", {}).get("uid") != "${datasource}":
+                problems.append(f"{title} [{t.get('refId')}]: not on the ${{datasource}} variable")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prometheus", required=True)
@@ -81,7 +109,7 @@ def main():
 
     with open(args.dashboard, encoding="utf-8") as f:
         dashboard = json.load(f)
-    failures, checked, skipped = [], 0, []
+    failures, checked, skipped = structure(dashboard), 0, []
     for row, panel in panels_with_rows(dashboard):
         title = panel.get("title", f"panel {panel.get('id')}")
         targets = [t for t in panel.get("targets", []) if t.get("expr", "").strip()]
@@ -124,7 +152,7 @@ def main():
         print(f"ok   {len(rules)} alert rules evaluate without error")
 
     if failures:
-        print(f"\n{len(failures)} dashboard queries returned no data:", file=sys.stderr)
+        print(f"\n{len(failures)} problems with {args.dashboard} (a query without data, or its layout):", file=sys.stderr)
         for f in failures:
             print(f"FAIL {f}", file=sys.stderr)
         return 1
