@@ -77,6 +77,14 @@ pub struct Settings {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Live campaigns given series of their own on `/metrics` (stock remaining and
+    /// total), the most recently opened first; 0 gives none. Bounds the label
+    /// cardinality however many campaigns an admin opens.
+    pub metrics_campaigns_max: usize,
+    /// How often the figures that need Postgres (outbox backlog, dead letters, stock
+    /// of live campaigns) are read for `/metrics`: one periodic read, never one per
+    /// request or per scrape.
+    pub metrics_db_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,6 +345,13 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "must be above 0 and below REQUEST_TIMEOUT",
         ));
     }
+    let metrics_campaigns_max = number(&opt, "METRICS_CAMPAIGNS_MAX", 50, 0..=1000)?;
+    let metrics_db_interval = duration(&opt, "METRICS_DB_INTERVAL", Duration::from_secs(5))?;
+    if metrics_db_interval < Duration::from_secs(1)
+        || metrics_db_interval > Duration::from_secs(300)
+    {
+        return Err(err("METRICS_DB_INTERVAL", "must be from 1s to 300s"));
+    }
 
     Ok(Settings {
         database_url: database_url.into(),
@@ -374,6 +389,8 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         max_connections,
         header_read_timeout,
         body_read_timeout,
+        metrics_campaigns_max,
+        metrics_db_interval,
     })
 }
 
@@ -533,6 +550,8 @@ mod tests {
         assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.idempotency_ttl, Duration::from_secs(86400));
         assert!(s.redis_url.is_none());
+        assert_eq!(s.metrics_campaigns_max, 50);
+        assert_eq!(s.metrics_db_interval, Duration::from_secs(5));
     }
 
     #[test]
@@ -570,6 +589,12 @@ mod tests {
             ("GRAB_QUEUE_MAX_WAIT", "6s"),
             ("GRAB_COMMIT_STALL", "50ms"),
             ("GRAB_COMMIT_STALL", "1h"),
+            ("METRICS_CAMPAIGNS_MAX", "1001"),
+            ("METRICS_CAMPAIGNS_MAX", "-1"),
+            ("METRICS_CAMPAIGNS_MAX", "99999999999999999999999"),
+            ("METRICS_DB_INTERVAL", "500ms"),
+            ("METRICS_DB_INTERVAL", "1h"),
+            ("METRICS_DB_INTERVAL", "often"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());

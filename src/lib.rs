@@ -25,6 +25,9 @@
 //! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
 //! - `pages`: the storefront demo (`/demo`) and the admin console (`/admin`), built
 //!   from `clients/web` and embedded in the binary.
+//! - `gauges`: the gauges `/metrics` renders from the instance's state (pool, grant
+//!   writers and queues, Postgres gate, Redis breaker) and the Postgres figures one
+//!   periodic task reads (outbox backlog, dead letters, stock of live campaigns).
 //!
 //! What every mutating route shares:
 //! - `idempotency`: the `Idempotent<T>` extractor (key, fingerprint, typed body) and
@@ -93,6 +96,7 @@ pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod gauges;
 pub(crate) mod grab;
 pub(crate) mod head;
 pub(crate) mod idempotency;
@@ -214,6 +218,8 @@ pub struct Shared {
     pub live: live::Live,
     /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The figures for `/metrics` that need Postgres, as last read by `gauges::run`.
+    pub db_figures: gauges::DbFiguresCell,
     /// The validated settings the process started with; never change after start-up.
     pub settings: std::sync::Arc<Settings>,
 }
@@ -436,6 +442,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         cache,
         idempotency,
         metrics: ops::metrics_handle(),
+        db_figures: gauges::DbFiguresCell::default(),
         settings: std::sync::Arc::new(settings),
     })))
 }
@@ -565,8 +572,9 @@ impl Drop for Workers {
     }
 }
 
-/// Starts the idempotency purger, the hot-table vacuum and,
-/// when `WEBHOOK_URL` is set, the webhook dispatcher.
+/// Starts the idempotency purger, the hot-table vacuum, the Postgres watchdog, the
+/// reader of the figures `/metrics` needs from Postgres and, when `WEBHOOK_URL` is
+/// set, the webhook dispatcher.
 pub fn spawn_workers(state: &AppState) -> Workers {
     // reqwest is built without a default TLS backend; use ring, already linked for JWTs.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -580,6 +588,14 @@ pub fn spawn_workers(state: &AppState) -> Workers {
         tokio::spawn(state.limits.clone().run_cleanup()),
         tokio::spawn(state.dbwatch.clone().run(db.clone())),
         tokio::spawn(state.reads.clone().watch()),
+        tokio::spawn(gauges::run(
+            db.clone(),
+            state.dbwatch.clone(),
+            state.db_figures.clone(),
+            state.settings.metrics_db_interval,
+            state.settings.metrics_campaigns_max,
+            state.settings.webhook_url.is_some(),
+        )),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");

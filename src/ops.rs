@@ -255,6 +255,7 @@ pub(crate) fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist only if an embedding program set one first.
             let _ = metrics::set_global_recorder(recorder);
+            crate::gauges::describe_series();
             handle
         })
         .clone()
@@ -331,12 +332,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// The recorder's counters and histograms, then this instance's gauges.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    text.push_str(&crate::gauges::render(&state));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The OpenAPI document: the routes' own annotations, gathered as each module's

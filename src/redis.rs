@@ -128,6 +128,12 @@ impl Redis {
             .await;
     }
 
+    /// For `/metrics`: whether calls go to Redis now (false while the breaker that a
+    /// failed call opened is still open). Costs no Redis call.
+    pub fn breaker_closed(&self) -> bool {
+        now_ms() >= self.open_until.load(Ordering::Relaxed)
+    }
+
     /// For `/readyz`: whether Redis answers a PING now (ignores the breaker).
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();

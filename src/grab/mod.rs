@@ -92,6 +92,11 @@ impl Grabber {
         }
     }
 
+    /// What the grant writers are doing now, for `/metrics`.
+    pub fn writer_gauges(&self) -> writer::WriterGauges {
+        self.batcher.gauges()
+    }
+
     /// Grants one voucher, replays an earlier answer for the same key, or refuses.
     /// A refusal changes nothing and leaves the key unrecorded. `admit` (the rate
     /// limits) is asked only once the grab is known to be fresh work: a replay, or a

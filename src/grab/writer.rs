@@ -26,7 +26,10 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -147,6 +150,8 @@ struct Inner {
     work: Notify,
     /// The campaign of each batch now committing, and when it was sent, by writer.
     committing: Mutex<HashMap<u64, (Uuid, Instant)>>,
+    /// Pooled connections the writers hold now (for `/metrics`).
+    held: Arc<AtomicUsize>,
 }
 
 impl Inner {
@@ -188,7 +193,57 @@ impl Drop for Committing<'_> {
 #[derive(Clone)]
 pub struct Batcher(Arc<Inner>);
 
+/// What the writers are doing right now, read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterGauges {
+    /// Pooled connections the writers hold.
+    pub connections: usize,
+    /// Most connections they may hold (`GRAB_WRITER_CONNECTIONS`).
+    pub connections_max: usize,
+    /// Grabs waiting in every campaign's queue.
+    pub queued: usize,
+    /// Campaigns with grabs waiting.
+    pub campaigns_waiting: usize,
+    /// How long the oldest waiting grab of any campaign has waited.
+    pub oldest_wait: Duration,
+    /// Batches sent to Postgres and not answered yet.
+    pub committing: usize,
+    /// How long the oldest of those has been committing.
+    pub longest_commit: Duration,
+}
+
 impl Batcher {
+    /// The writers' state now: one pass over the queues (one entry per campaign with
+    /// grabs waiting) and over the batches committing, under their locks.
+    pub fn gauges(&self) -> WriterGauges {
+        let inner = &self.0;
+        let now = Instant::now();
+        let mut gauges = WriterGauges {
+            connections: inner.held.load(Ordering::Relaxed),
+            connections_max: inner.limits.connections,
+            ..WriterGauges::default()
+        };
+        {
+            let lines = lock(&inner.lines);
+            for line in lines.by_campaign.values() {
+                let Some(first) = line.waiting.front() else {
+                    continue;
+                };
+                gauges.queued += line.waiting.len();
+                gauges.campaigns_waiting += 1;
+                gauges.oldest_wait = gauges.oldest_wait.max(now.duration_since(first.queued));
+            }
+        }
+        let committing = lock(&inner.committing);
+        gauges.committing = committing.len();
+        gauges.longest_commit = committing
+            .values()
+            .map(|(_, sent)| now.duration_since(*sent))
+            .max()
+            .unwrap_or_default();
+        gauges
+    }
+
     /// Starts the writers (on the current tokio runtime).
     pub fn new(db: PgPool, dbwatch: DbWatch, limits: BatchLimits) -> Self {
         let limits = BatchLimits {
@@ -205,6 +260,7 @@ impl Batcher {
             lines: Mutex::default(),
             work: Notify::new(),
             committing: Mutex::default(),
+            held: Arc::default(),
         });
         for writer in 0..limits.connections {
             tokio::spawn(write_batches(inner.clone(), writer as u64));
@@ -264,7 +320,6 @@ impl Batcher {
                 guard,
                 reply,
             });
-            metrics::gauge!("voucherd_grabs_queued").increment(1.0);
             if lines.offer(campaign.id, inner.limits.per_campaign) {
                 inner.work.notify_one();
             }
@@ -289,7 +344,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One writer: takes the next campaign in turn, forms a batch, writes it, repeats.
 /// Holds its connection only while there is work, so idle writers pin nothing.
 async fn write_batches(inner: Arc<Inner>, writer: u64) {
-    let mut held = Held::default();
+    let mut held = Held::new(inner.held.clone());
     // A failed batch halves the writer's next one (its grabs come back as retries):
     // whatever made a batch fail (a timeout, a slow plan), the writer keeps making
     // progress rather than failing the same size again.
@@ -417,7 +472,6 @@ fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending
         }
     }
     line.waiting = later;
-    metrics::gauge!("voucherd_grabs_queued").decrement((batch.len() + expired.len()) as f64);
     // More is waiting: let another writer form the next batch while this one writes.
     if lines.offer(id, inner.limits.per_campaign) {
         inner.work.notify_one();
@@ -428,38 +482,59 @@ fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending
 /// A writer's connection, kept while batches come back to back: the pool pings a
 /// connection before lending it, a round trip that cost as much as the batch's own
 /// call. It goes back to the pool as soon as the writer finds no work, and one unused
-/// for `HELD_IDLE` is replaced by a checked one from the pool.
-#[derive(Default)]
-struct Held(Option<(PoolConnection<Postgres>, Instant)>);
+/// for `HELD_IDLE` is replaced by a checked one from the pool. `count` is the number
+/// of writers holding one, for `/metrics`: every way a connection leaves (release,
+/// discard, replacement, the writer task dropped) passes through `take`.
+struct Held {
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
+    count: Arc<AtomicUsize>,
+}
 
 const HELD_IDLE: Duration = Duration::from_millis(250);
 
 impl Held {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        Held { conn: None, count }
+    }
+
+    fn take(&mut self) -> Option<PoolConnection<Postgres>> {
+        let (conn, _) = self.conn.take()?;
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Some(conn)
+    }
+
     async fn get(&mut self, db: &PgPool) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
         if self
-            .0
+            .conn
             .as_ref()
             .is_some_and(|(_, at)| at.elapsed() > HELD_IDLE)
         {
-            self.0 = None;
+            self.take();
         }
-        let held = match self.0.take() {
-            Some((conn, _)) => conn,
+        let held = match self.take() {
+            Some(conn) => conn,
             None => db.acquire().await?,
         };
-        Ok(&mut self.0.insert((held, Instant::now())).0)
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(&mut self.conn.insert((held, Instant::now())).0)
     }
 
     fn release(&mut self) {
-        self.0 = None;
+        self.take();
     }
 
     /// After a failure the connection's state is unknown: close it rather than
     /// return it to the pool.
     fn discard(&mut self) {
-        if let Some((mut conn, _)) = self.0.take() {
+        if let Some(mut conn) = self.take() {
             conn.close_on_drop();
         }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.take();
     }
 }
 

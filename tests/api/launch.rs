@@ -547,7 +547,7 @@ async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
     // All 51 queued behind the plug before the row is released.
     let mut all_queued = false;
     for _ in 0..600 {
-        if metric(&app, "voucherd_grabs_queued").await >= 51.0 {
+        if metric(&app, "voucherd_grab_queue_depth").await >= 51.0 {
             all_queued = true;
             break;
         }

@@ -4,6 +4,7 @@
 mod cache;
 mod checkout;
 mod faults;
+mod gauges;
 mod grab;
 mod helpers;
 mod http_layer;
