@@ -16,8 +16,12 @@
 //! - `vouchers`: the wallet routes and the voucher rows they read.
 //! - `redemptions`: quoting, spending and rolling back a voucher at checkout.
 //! - `checkout`: the checkout rules as one pure function (`Checkout::decide`).
-//! - `events`: the transactional outbox, and the admin routes over its log and dead
-//!   letters.
+//! - `support`: support's admin routes: voucher lookups (by code, holder, campaign)
+//!   and voiding a voucher, optionally returning its stock.
+//! - `exports`: finance's CSV exports of a campaign's vouchers and redemptions, streamed
+//!   by `COPY` from one snapshot on connections of their own, `EXPORTS_MAX` at once.
+//! - `events`: the transactional outbox, and the admin routes over its log (filtered
+//!   by type) and dead letters.
 //! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
 //! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
 //!
@@ -28,7 +32,8 @@
 //!     fingerprint.
 //!   - `idempotency::store`: the concurrent half: the store that reserves a key in the
 //!     effect's transaction (`Reservation`), in-flight waits, cached answers, purge.
-//! - `auth`: user JWTs, the admin token and order-service tokens, as extractors.
+//! - `auth`: user JWTs, the named admins' tokens and order-service tokens, as
+//!   extractors (`Admin` carries the admin's name, the actor of its changes).
 //! - `limits`: per-user and per-IP rate limits, asked only of fresh work.
 //! - `json`: body and query parsing with problem+json rejections; the body deadline.
 //! - `error`: the one error type, its stable codes and its problem+json rendering.
@@ -86,6 +91,7 @@ pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod exports;
 pub(crate) mod grab;
 pub(crate) mod head;
 pub(crate) mod idempotency;
@@ -97,6 +103,7 @@ pub(crate) mod ops;
 pub(crate) mod redemptions;
 pub(crate) mod redis;
 pub(crate) mod server;
+pub(crate) mod support;
 pub(crate) mod telemetry;
 pub(crate) mod vouchers;
 pub(crate) mod webhooks;
@@ -198,6 +205,8 @@ pub struct Shared {
     pub idempotency: idempotency::Store,
     /// The grab path: snapshot refusals, then the grant writers.
     pub grabber: Grabber,
+    /// CSV exports: their own connections, at most `EXPORTS_MAX` at once.
+    pub exports: exports::Exports,
     /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The validated settings the process started with; never change after start-up.
@@ -371,8 +380,10 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         },
     );
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
+    let exports = exports::Exports::new(settings.database_url(), settings.exports_max)?;
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
+        exports,
         grabber: Grabber::new(
             db.clone(),
             dbwatch.clone(),
@@ -383,7 +394,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         dbwatch,
         auth: AuthKeys::new(
             &settings.jwt_secret,
-            settings.admin_token.clone(),
+            settings.admin_tokens.clone(),
             settings.service_tokens.clone(),
             settings.jwt_leeway,
         ),
@@ -416,6 +427,8 @@ fn route_groups() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let needing_postgres = OpenApiRouter::new()
         .merge(vouchers::router())
         .merge(redemptions::router())
+        .merge(support::router())
+        .merge(exports::router())
         .merge(events::router());
     (answering, needing_postgres)
 }

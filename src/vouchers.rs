@@ -51,7 +51,22 @@ pub struct VoucherRow {
 pub enum VoucherStatus {
     Issued,
     Redeemed,
+    /// Voided by an admin: it can no longer be redeemed.
+    Voided,
     Expired,
+}
+
+impl VoucherStatus {
+    /// The word a status filter passes to the queries, which judge `expired` by
+    /// `expires_at` as `VoucherRow::view` does.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VoucherStatus::Issued => "issued",
+            VoucherStatus::Redeemed => "redeemed",
+            VoucherStatus::Voided => "voided",
+            VoucherStatus::Expired => "expired",
+        }
+    }
 }
 
 /// A voucher as its owner sees it.
@@ -74,6 +89,7 @@ impl VoucherRow {
     pub fn view(&self, now: DateTime<Utc>) -> Voucher {
         let status = match self.status.as_str() {
             "redeemed" => VoucherStatus::Redeemed,
+            "voided" => VoucherStatus::Voided,
             _ if self.expires_at <= now => VoucherStatus::Expired,
             _ => VoucherStatus::Issued,
         };
@@ -99,9 +115,10 @@ pub(crate) struct VoucherList {
     pub next_cursor: Option<String>,
 }
 
+/// A page of vouchers: the wallet's, and support's lookups by holder or campaign.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WalletParams {
+pub(crate) struct VoucherListParams {
     pub status: Option<VoucherStatus>,
     /// 1 to 100, default 50.
     #[param(minimum = 1, maximum = 100)]
@@ -111,13 +128,13 @@ pub(crate) struct WalletParams {
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/me/vouchers", operation_id = "listMyVouchers", tag = "users", params(WalletParams),
+#[utoipa::path(get, path = "/v1/me/vouchers", operation_id = "listMyVouchers", tag = "users", params(VoucherListParams),
     responses((status = 200, body = VoucherList), (status = 401, body = crate::error::Problem)),
     security(("user" = [])))]
 async fn list(
     State(state): State<AppState>,
     User(user): User,
-    Query(params): Query<WalletParams>,
+    Query(params): Query<VoucherListParams>,
 ) -> ApiResult<Json<VoucherList>> {
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
@@ -130,17 +147,14 @@ async fn list(
            WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
              AND CASE $3::text
                    WHEN 'redeemed' THEN status = 'redeemed'
+                   WHEN 'voided' THEN status = 'voided'
                    WHEN 'issued' THEN status = 'issued' AND expires_at > now()
                    WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
                    ELSE true END
            ORDER BY id DESC LIMIT $4"#,
         user.as_str(),
         cursor,
-        params.status.map(|s| match s {
-            VoucherStatus::Issued => "issued",
-            VoucherStatus::Redeemed => "redeemed",
-            VoucherStatus::Expired => "expired",
-        }),
+        params.status.map(VoucherStatus::as_str),
         limit + 1,
     )
     .fetch_all(&state.db)

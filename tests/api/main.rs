@@ -3,6 +3,7 @@
 
 mod cache;
 mod checkout;
+mod exports;
 mod faults;
 mod grab;
 mod helpers;
@@ -13,4 +14,5 @@ mod launch;
 mod lifecycle;
 mod ops;
 mod slow_clients;
+mod support;
 mod webhooks;
