@@ -615,3 +615,81 @@ async fn admin_changes_name_their_actor_and_the_log_filters_by_type() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_same_void_sent_many_times_at_once_voids_and_returns_stock_once() {
+    let app = app().await;
+    let campaign = app.campaign(3, 1).await;
+    let code = grab_code(&app, &unique("bot"), &campaign).await;
+    let key = unique("void");
+    let answers = join_all((0..8).map(|_| void(&app, &code, &key, true))).await;
+    let mut bodies = Vec::new();
+    for a in &answers {
+        match (a.status, a.code()) {
+            (StatusCode::OK, _) => bodies.push(a.bytes.clone()),
+            (StatusCode::CONFLICT, "idempotency_key_in_use") => {}
+            other => panic!("{other:?}: {:?}", a.body),
+        }
+    }
+    assert!(!bodies.is_empty());
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "one answer for one key"
+    );
+    let c = app.assert_invariants(&campaign).await;
+    assert_eq!(
+        (c["remaining"].as_i64(), c["issued"].as_i64()),
+        (Some(3), Some(0))
+    );
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE type = 'voucher.voided' AND data->'voucher'->>'code' = $1",
+    )
+    .bind(&code)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(events, 1);
+}
+
+/// The holder filter an instance built while a campaign was sold out must not answer
+/// for it once a returned unit was granted again: `issued` is back at the same number
+/// with another holder. A grant made through another instance is replayed here.
+#[tokio::test]
+async fn a_grant_of_a_returned_unit_is_replayed_by_an_instance_that_knew_the_campaign_sold_out() {
+    let here = app().await;
+    let there = app().await;
+    let campaign = here.campaign(2, 1).await;
+    let bot = grab_code(&here, &unique("bot"), &campaign).await;
+    grab_code(&here, &unique("human"), &campaign).await;
+    // Sold out, as this instance's snapshot and holder filter know it: the first
+    // refusal comes from Postgres and refreshes the snapshot, the second from memory,
+    // which builds the filter of the campaign's holders.
+    sold_out_here(&here, &campaign).await;
+    assert_eq!(
+        void(&here, &bot, &unique("void"), true).await.status,
+        StatusCode::OK
+    );
+    // The returned unit is granted through the other instance.
+    let (late, key) = (unique("late"), unique("late-grab"));
+    let granted = there.grab(&token(&late), &campaign, &key).await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{:?}", granted.body);
+    // This instance learns the campaign is sold out again (a refusal from Postgres
+    // refreshes its snapshot), then is sent the late grab's retry.
+    sold_out_here(&here, &campaign).await;
+    let retry = here.grab(&token(&late), &campaign, &key).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{:?}", retry.body);
+    assert!(retry.replayed);
+    assert_eq!(retry.bytes, granted.bytes);
+    here.assert_invariants(&campaign).await;
+}
+
+/// Two grabs by new users refused `sold_out` on `app`: the first may be Postgres'
+/// answer (which refreshes the snapshot), the second is the snapshot's.
+async fn sold_out_here(app: &TestApp, campaign: &str) {
+    for _ in 0..2 {
+        let g = app
+            .grab(&token(&unique("probe")), campaign, &unique("g"))
+            .await;
+        assert_eq!(g.code(), "sold_out", "{:?}", g.body);
+    }
+}
