@@ -25,7 +25,7 @@ use crate::{
     idempotency::{Begun, Idempotent, Scope, json_bytes_response},
     json::{self, Query},
     redemptions::{Redemption, RedemptionRow},
-    vouchers::{Voucher, VoucherListParams, VoucherRow, VoucherStatus},
+    vouchers::{Holding, ListedVoucher, Voucher, VoucherListParams, listed_voucher, page_of},
 };
 
 /// The support routes, each registered with its documentation.
@@ -81,60 +81,21 @@ pub(crate) struct VoidResponse {
     pub voucher: AdminVoucher,
 }
 
-/// A voucher row with what only support reads.
-struct SupportRow {
-    row: VoucherRow,
-    voided_at: Option<DateTime<Utc>>,
-    stock_returned: bool,
-}
-
-impl SupportRow {
-    fn view(&self, now: DateTime<Utc>) -> AdminVoucher {
-        AdminVoucher {
-            voucher: self.row.view(now),
-            user_id: self.row.user_id.clone(),
-            voided_at: self.voided_at,
-            stock_returned: self.stock_returned,
-        }
+/// A voucher as support sees it, from a row with its void.
+fn admin_view(listed: &ListedVoucher, now: DateTime<Utc>) -> AdminVoucher {
+    AdminVoucher {
+        voucher: listed.row.view(now),
+        user_id: listed.row.user_id.clone(),
+        voided_at: listed.voided_at,
+        stock_returned: listed.stock_returned,
     }
 }
 
-/// A `SupportRow` from a `query!` record that selected the voucher's columns (as
-/// `VoucherRow` names them) and `voided_at`, `stock_returned`.
-macro_rules! support_row {
-    ($r:expr) => {
-        SupportRow {
-            row: VoucherRow {
-                id: $r.id,
-                code: $r.code,
-                campaign_id: $r.campaign_id,
-                user_id: $r.user_id,
-                status: $r.status,
-                discount: $r.discount,
-                min_order_amount: $r.min_order_amount,
-                issued_at: $r.issued_at,
-                expires_at: $r.expires_at,
-                redeemed_at: $r.redeemed_at,
-                order_id: $r.order_id,
-                redemption_id: $r.redemption_id,
-            },
-            voided_at: $r.voided_at,
-            stock_returned: $r.stock_returned,
-        }
-    };
-}
-
-/// A page of rows fetched with one extra: the page, and the cursor for the next.
-fn page(mut rows: Vec<SupportRow>, limit: i64) -> AdminVoucherList {
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.row.id.to_string())
-    } else {
-        None
-    };
+/// A page of `page_of` as support lists it.
+fn page((rows, next_cursor): (Vec<ListedVoucher>, Option<String>)) -> AdminVoucherList {
     let now = Utc::now();
     AdminVoucherList {
-        items: rows.iter().map(|r| r.view(now)).collect(),
+        items: rows.iter().map(|r| admin_view(r, now)).collect(),
         next_cursor,
     }
 }
@@ -160,7 +121,7 @@ async fn get_voucher(
     .fetch_optional(&state.db)
     .await?
     .ok_or(ApiError::VoucherNotFound)?;
-    let found = support_row!(found);
+    let found = listed_voucher!(found);
     let redemptions: Vec<RedemptionRow> = sqlx::query_as!(
         RedemptionRow,
         "SELECT id, voucher_id, order_id, order_amount, currency, discount_amount, status,
@@ -171,7 +132,7 @@ async fn get_voucher(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(VoucherDetail {
-        voucher: found.view(Utc::now()),
+        voucher: admin_view(&found, Utc::now()),
         redemptions: redemptions.iter().map(Redemption::from).collect(),
     }))
 }
@@ -192,30 +153,15 @@ async fn user_vouchers(
     })?;
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
-    let rows = sqlx::query!(
-        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
-                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
-                  voided_at, stock_returned
-           FROM vouchers
-           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
-             AND CASE $3::text
-                   WHEN 'redeemed' THEN status = 'redeemed'
-                   WHEN 'voided' THEN status = 'voided'
-                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                   ELSE true END
-           ORDER BY id DESC LIMIT $4"#,
-        user.as_str(),
+    let listed = page_of(
+        &state.db,
+        Holding::User(&user),
+        params.status,
         cursor,
-        params.status.map(VoucherStatus::as_str),
-        limit + 1,
+        limit,
     )
-    .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|r| support_row!(r))
-    .collect();
-    Ok(Json(page(rows, limit)))
+    .await?;
+    Ok(Json(page(listed)))
 }
 
 #[utoipa::path(get, path = "/v1/admin/campaigns/{id}/vouchers", operation_id = "listCampaignVouchers", tag = "admin",
@@ -242,30 +188,15 @@ async fn campaign_vouchers(
     if !exists {
         return Err(ApiError::CampaignNotFound);
     }
-    let rows = sqlx::query!(
-        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
-                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
-                  voided_at, stock_returned
-           FROM vouchers
-           WHERE campaign_id = $1 AND ($2::uuid IS NULL OR id < $2)
-             AND CASE $3::text
-                   WHEN 'redeemed' THEN status = 'redeemed'
-                   WHEN 'voided' THEN status = 'voided'
-                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                   ELSE true END
-           ORDER BY id DESC LIMIT $4"#,
-        id.0,
+    let listed = page_of(
+        &state.db,
+        Holding::Campaign(id),
+        params.status,
         cursor,
-        params.status.map(VoucherStatus::as_str),
-        limit + 1,
+        limit,
     )
-    .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|r| support_row!(r))
-    .collect();
-    Ok(Json(page(rows, limit)))
+    .await?;
+    Ok(Json(page(listed)))
 }
 
 /// Voids the voucher if it is issued and unexpired: one conditional update, so of a
@@ -277,7 +208,7 @@ async fn void_voucher(
     tx: &mut Transaction<'_, Postgres>,
     code: &VoucherCode,
     return_stock: bool,
-) -> ApiResult<(SupportRow, DateTime<Utc>)> {
+) -> ApiResult<(ListedVoucher, DateTime<Utc>)> {
     let voided = sqlx::query!(
         r#"UPDATE vouchers SET status = 'voided', voided_at = now(), stock_returned = $2
            WHERE code = $1 AND status = 'issued' AND expires_at > now()
@@ -291,7 +222,7 @@ async fn void_voucher(
     .await?;
     if let Some(r) = voided {
         let now = r.db_now;
-        return Ok((support_row!(r), now));
+        return Ok((listed_voucher!(r), now));
     }
     let current = sqlx::query!(
         r#"SELECT status, expires_at <= now() AS "expired!" FROM vouchers WHERE code = $1"#,
@@ -368,7 +299,7 @@ async fn void(
         None
     };
     let response = VoidResponse {
-        voucher: voided.view(now),
+        voucher: admin_view(&voided, now),
     };
     let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
     reservation.complete(StatusCode::OK, &body).await?;

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::User,
-    domain::{Discount, UserId, VoucherCode},
+    domain::{CampaignId, Discount, UserId, VoucherCode},
     error::{ApiError, ApiResult},
     json::{self, Query},
 };
@@ -138,36 +138,17 @@ async fn list(
 ) -> ApiResult<Json<VoucherList>> {
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
-    // Expiry is decided by the clock in the query, the same rule as `view`.
-    let mut rows: Vec<VoucherRow> = sqlx::query_as!(
-        VoucherRow,
-        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
-                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
-           FROM vouchers
-           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
-             AND CASE $3::text
-                   WHEN 'redeemed' THEN status = 'redeemed'
-                   WHEN 'voided' THEN status = 'voided'
-                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                   ELSE true END
-           ORDER BY id DESC LIMIT $4"#,
-        user.as_str(),
+    let (rows, next_cursor) = page_of(
+        &state.db,
+        Holding::User(&user),
+        params.status,
         cursor,
-        params.status.map(VoucherStatus::as_str),
-        limit + 1,
+        limit,
     )
-    .fetch_all(&state.db)
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
     let now = Utc::now();
     Ok(Json(VoucherList {
-        items: rows.iter().map(|r| r.view(now)).collect(),
+        items: rows.iter().map(|r| r.row.view(now)).collect(),
         next_cursor,
     }))
 }
@@ -186,6 +167,118 @@ async fn get_one(
         .await?
         .ok_or(ApiError::VoucherNotFound)?;
     Ok(Json(row.view(Utc::now())))
+}
+
+/// Whose vouchers a page lists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Holding<'a> {
+    /// A user's, of every campaign (the wallet; support's lookup by holder).
+    User(&'a UserId),
+    /// A campaign's (support's lookup by campaign).
+    Campaign(CampaignId),
+}
+
+/// A voucher row with its void, which only support shows (the wallet shows the
+/// status alone).
+pub(crate) struct ListedVoucher {
+    pub row: VoucherRow,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub stock_returned: bool,
+}
+
+/// A `ListedVoucher` from a `query!` record that selected the voucher's columns (as
+/// `VoucherRow` names them) and `voided_at`, `stock_returned`.
+macro_rules! listed_voucher {
+    ($r:expr) => {
+        $crate::vouchers::ListedVoucher {
+            row: $crate::vouchers::VoucherRow {
+                id: $r.id,
+                code: $r.code,
+                campaign_id: $r.campaign_id,
+                user_id: $r.user_id,
+                status: $r.status,
+                discount: $r.discount,
+                min_order_amount: $r.min_order_amount,
+                issued_at: $r.issued_at,
+                expires_at: $r.expires_at,
+                redeemed_at: $r.redeemed_at,
+                order_id: $r.order_id,
+                redemption_id: $r.redemption_id,
+            },
+            voided_at: $r.voided_at,
+            stock_returned: $r.stock_returned,
+        }
+    };
+}
+pub(crate) use listed_voucher;
+
+/// One page of vouchers, newest first, after `cursor`, with the cursor of the next
+/// page (`None` on the last). Expiry is decided by the clock in the query, the same
+/// rule as `view`. One query per holding, so each walks its own index
+/// (`(user_id, id)`, `(campaign_id, id)`) in order.
+pub(crate) async fn page_of(
+    pool: &sqlx::PgPool,
+    holding: Holding<'_>,
+    status: Option<VoucherStatus>,
+    cursor: Option<Uuid>,
+    limit: i64,
+) -> Result<(Vec<ListedVoucher>, Option<String>), sqlx::Error> {
+    let status = status.map(VoucherStatus::as_str);
+    let mut rows: Vec<ListedVoucher> = match holding {
+        Holding::User(user) => sqlx::query!(
+            r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                      min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
+                      voided_at, stock_returned
+               FROM vouchers
+               WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                 AND CASE $3::text
+                       WHEN 'redeemed' THEN status = 'redeemed'
+                       WHEN 'voided' THEN status = 'voided'
+                       WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                       WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                       ELSE true END
+               ORDER BY id DESC LIMIT $4"#,
+            user.as_str(),
+            cursor,
+            status,
+            limit + 1,
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| listed_voucher!(r))
+        .collect(),
+        Holding::Campaign(campaign) => sqlx::query!(
+            r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                      min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
+                      voided_at, stock_returned
+               FROM vouchers
+               WHERE campaign_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                 AND CASE $3::text
+                       WHEN 'redeemed' THEN status = 'redeemed'
+                       WHEN 'voided' THEN status = 'voided'
+                       WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                       WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                       ELSE true END
+               ORDER BY id DESC LIMIT $4"#,
+            campaign.0,
+            cursor,
+            status,
+            limit + 1,
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| listed_voucher!(r))
+        .collect(),
+    };
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.row.id.to_string())
+    } else {
+        None
+    };
+    Ok((rows, next_cursor))
 }
 
 /// A voucher by code, only if `user` owns it: another user's code reads as unknown.
