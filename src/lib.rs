@@ -69,7 +69,8 @@
 //!   `grant_batch`;
 //! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
 //!   by `Grabber`, written there);
-//! - the stock decrement (`remaining`, never below zero): `grant_batch`;
+//! - the stock decrement (`remaining`, never below zero): `grant_batch`; the only way
+//!   back, one unit returned by a void (`return_stock`): `support`'s `return_unit`;
 //! - pause and window (`paused`, `starts_at`, `ends_at`, by Postgres' clock):
 //!   `grant_batch`;
 //! - the `campaign.sold_out` event, once, by the batch that takes the last voucher:
