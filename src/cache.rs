@@ -14,6 +14,7 @@ use crate::{
     domain::{CampaignId, UserId},
     error::{ApiError, ApiResult},
     redis::Redis,
+    replica::Reads,
 };
 
 /// How stale a campaign snapshot may be in this process. The public `remaining`
@@ -185,11 +186,16 @@ impl CampaignCache {
 
     /// The campaigns not over yet, as of at most a second ago; concurrent misses share
     /// one read.
-    pub(crate) async fn listed(&self, pool: &PgPool) -> ApiResult<Arc<Vec<CampaignRow>>> {
+    pub(crate) async fn listed(&self, reads: &Reads) -> ApiResult<Arc<Vec<CampaignRow>>> {
         self.listed
             .try_get_with((), async {
                 self.dbwatch.check()?;
-                let rows = row::fetch_listed(pool, &self.clock).await?;
+                // a replica's clock is not the one that decides: measure the primary's only
+                let rows = reads
+                    .for_public(|pool, primary| async move {
+                        row::fetch_listed(&pool, primary.then_some(&self.clock)).await
+                    })
+                    .await?;
                 Ok::<_, ApiError>(Arc::new(rows))
             })
             .await

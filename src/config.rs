@@ -9,6 +9,12 @@ use secrecy::{ExposeSecret, SecretString};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: SecretString,
+    /// A read replica (`READ_DATABASE_URL`) for reads that need not touch the
+    /// primary: wallets and the public campaign list (see `replica`).
+    pub read_database_url: Option<SecretString>,
+    /// How long after a user's own effect that user's reads stay on the primary, and
+    /// the most the replica may lag before no read goes to it.
+    pub replica_read_after_write: Duration,
     /// `None` runs on the in-process cache alone.
     pub redis_url: Option<SecretString>,
     pub jwt_secret: SecretString,
@@ -22,6 +28,9 @@ pub struct Settings {
     /// roll back on behalf of the user it names in `On-Behalf-Of`, and nothing else.
     pub service_tokens: Vec<(String, SecretString)>,
     pub listen_addr: SocketAddr,
+    /// Names this instance in the figures it reports of itself (the live launch
+    /// view): the host's name and the listening port unless `INSTANCE_NAME` says.
+    pub instance_name: String,
     /// Idempotency records are kept at least this long, then purged.
     pub idempotency_ttl: Duration,
     pub webhook_url: Option<String>,
@@ -108,6 +117,20 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
             "must be a postgres:// or postgresql:// URL",
         ));
     }
+    let read_database_url = opt("READ_DATABASE_URL");
+    if let Some(url) = &read_database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(err(
+            "READ_DATABASE_URL",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    let replica_read_after_write =
+        duration(&opt, "REPLICA_READ_AFTER_WRITE", Duration::from_secs(2))?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&replica_read_after_write) {
+        return Err(err("REPLICA_READ_AFTER_WRITE", "must be from 100ms to 60s"));
+    }
     let redis_url = opt("REDIS_URL");
     if let Some(url) = &redis_url
         && redis::Client::open(url.as_str()).is_err()
@@ -139,6 +162,16 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
                 format!("`{v}` is not an address like 0.0.0.0:8080"),
             )
         })?,
+    };
+    let instance_name = match opt("INSTANCE_NAME") {
+        None => format!("{}:{}", host_name(), listen_addr.port()),
+        Some(v) if (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_graphic()) => v,
+        Some(_) => {
+            return Err(err(
+                "INSTANCE_NAME",
+                "must be 1 to 64 printable ASCII characters without spaces",
+            ));
+        }
     };
     let idempotency_ttl = duration(&opt, "IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?;
     if idempotency_ttl < Duration::from_secs(60) {
@@ -315,12 +348,15 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
 
     Ok(Settings {
         database_url: database_url.into(),
+        read_database_url: read_database_url.map(Into::into),
+        replica_read_after_write,
         redis_url: redis_url.map(Into::into),
         jwt_secret: jwt_secret.into(),
         jwt_leeway,
         admin_tokens,
         service_tokens,
         listen_addr,
+        instance_name,
         idempotency_ttl,
         webhook_url,
         webhook_secret: webhook_secret.map(Into::into),
@@ -511,6 +547,16 @@ impl Settings {
             timeout: self.webhook_timeout,
         })
     }
+}
+
+/// The machine's name as the kernel reports it (a container's is its id), or
+/// `voucherd` where it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "voucherd".into())
 }
 
 #[cfg(test)]

@@ -54,6 +54,12 @@ impl RequestClock {
         }
     }
 
+    /// Whether the request's effect was sent to Postgres for commit (then a cut-off
+    /// request was answered 409 `idempotency_key_in_use`, never a 5xx).
+    pub fn is_committing(&self) -> bool {
+        self.state.load(Ordering::Acquire) == COMMITTING
+    }
+
     /// Called by the timeout; `false` if the commit began first.
     fn time_out(&self) -> bool {
         match self

@@ -23,7 +23,12 @@
 //! - `events`: the transactional outbox, and the admin routes over its log (filtered
 //!   by type) and dead letters.
 //! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
+//! - `live`: the live launch view of a campaign (server-sent events, one frame a
+//!   second): this instance's grabs by outcome, p99 and 5xx, and the stock as
+//!   Postgres counts it.
 //! - `ops`: liveness, readiness, metrics, the OpenAPI document and its page.
+//! - `pages`: the storefront demo (`/demo`) and the admin console (`/admin`), built
+//!   from `clients/web` and embedded in the binary.
 //!
 //! What every mutating route shares:
 //! - `idempotency`: the `Idempotent<T>` extractor (key, fingerprint, typed body) and
@@ -43,6 +48,8 @@
 //! - `cache`: campaign snapshots (in process, then Redis) and the holder filters that
 //!   let refusals be answered from memory.
 //! - `redis`: the Redis client: optional, time-bounded, behind a breaker.
+//! - `replica`: where reads that need not touch the primary go (wallets, the public
+//!   list): a replica while measured fresh, the primary within a user's own window.
 //! - `dbclock`: Postgres' clock as last measured, so memory judges time as Postgres.
 //! - `dbwatch`: whether Postgres answers now; refuses at once while it does not.
 //! - `maintenance`: upkeep that runs on one instance at a time (`Alone`, an advisory
@@ -99,10 +106,13 @@ pub(crate) mod idempotency;
 pub(crate) mod json;
 pub(crate) mod keep_alive;
 pub(crate) mod limits;
+pub(crate) mod live;
 pub(crate) mod maintenance;
 pub(crate) mod ops;
+pub(crate) mod pages;
 pub(crate) mod redemptions;
 pub(crate) mod redis;
+pub(crate) mod replica;
 pub(crate) mod server;
 pub(crate) mod support;
 pub(crate) mod telemetry;
@@ -193,6 +203,8 @@ pub struct Shared {
     /// The request pool: every statement in it is bounded by `LOCK_TIMEOUT` and
     /// `STATEMENT_TIMEOUT`, and runs READ COMMITTED.
     pub db: PgPool,
+    /// Where reads that need not touch the primary go (a fresh replica, if any).
+    pub reads: replica::Reads,
     /// Whether Postgres answers now; routes that need it are refused at once while
     /// it does not.
     pub dbwatch: dbwatch::DbWatch,
@@ -208,6 +220,8 @@ pub struct Shared {
     pub grabber: Grabber,
     /// CSV exports: their own connections, at most `EXPORTS_MAX` at once.
     pub exports: exports::Exports,
+    /// The campaigns admins watch live on this instance, and their grabs' tallies.
+    pub live: live::Live,
     /// Renders the Prometheus metrics for `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The validated settings the process started with; never change after start-up.
@@ -217,8 +231,14 @@ pub struct Shared {
 /// The connection pool; connects lazily so the process can start (and report
 /// itself unready) while Postgres is still coming up.
 pub fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(settings.database_url())
-        .context("DATABASE_URL: not a valid Postgres URL")?
+    pool_of(settings.database_url(), "DATABASE_URL", settings)
+}
+
+/// A pool with the request path's bounds, to the database at `url` (named `setting`
+/// in errors).
+fn pool_of(url: &str, setting: &str, settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("{setting}: not a valid Postgres URL"))?
         .application_name("voucherd")
         .options([
             ("lock_timeout", LOCK_TIMEOUT),
@@ -358,7 +378,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         .context("REDIS_URL")?;
     let dbwatch = dbwatch::DbWatch::default();
     let cache = CampaignCache::new(redis.clone(), dbwatch.clone());
-    let idempotency = idempotency::Store::new(redis, settings.idempotency_ttl);
+    let idempotency = idempotency::Store::new(redis.clone(), settings.idempotency_ttl);
     // One way of writing grants: `GRAB_MODE=single` is the same writers and the same
     // `grant_batch` with batches of one (one grant per transaction, the bench's
     // baseline), any writer free to serve the one hot campaign.
@@ -382,9 +402,34 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     );
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
     let exports = exports::Exports::new(settings.database_url(), settings.exports_max)?;
+    let replica = settings
+        .read_database_url
+        .as_ref()
+        .map(|url| {
+            pool_of(
+                secrecy::ExposeSecret::expose_secret(url),
+                "READ_DATABASE_URL",
+                &settings,
+            )
+        })
+        .transpose()?;
+    let reads = replica::Reads::new(
+        db.clone(),
+        replica,
+        settings.replica_read_after_write,
+        redis.clone(),
+    );
+    let live = live::Live::new(
+        db.clone(),
+        cache.clock().clone(),
+        settings.instance_name.clone(),
+        settings.request_timeout,
+    );
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
         exports,
+        live,
+        reads,
         grabber: Grabber::new(
             db.clone(),
             dbwatch.clone(),
@@ -424,13 +469,15 @@ fn route_groups() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let answering = OpenApiRouter::new()
         .merge(campaigns::router())
         .merge(grab::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(pages::router());
     let needing_postgres = OpenApiRouter::new()
         .merge(vouchers::router())
         .merge(redemptions::router())
         .merge(support::router())
         .merge(exports::router())
-        .merge(events::router());
+        .merge(events::router())
+        .merge(live::router());
     (answering, needing_postgres)
 }
 
@@ -546,6 +593,7 @@ pub fn spawn_workers(state: &AppState) -> Workers {
         tokio::spawn(maintenance::run_hot_vacuum(db.clone())),
         tokio::spawn(state.limits.clone().run_cleanup()),
         tokio::spawn(state.dbwatch.clone().run(db.clone())),
+        tokio::spawn(state.reads.clone().watch()),
     ];
     if let Some(cfg) = state.settings.webhook() {
         tracing::info!(url = %cfg.url, "delivering events to the webhook");
@@ -570,7 +618,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
     tracing::info!(%addr, "voucherd listening");
 
-    server::run(listener, app(state), limits, shutdown_signal()).await;
+    // Live views stream until their watchers leave: ended at the shutdown, so the
+    // drain waits for requests in flight, not for someone's open dashboard.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        live.close();
+    };
+    server::run(listener, app(state), limits, shutdown).await;
     Ok(())
 }
 

@@ -270,6 +270,7 @@ async fn finish(
     kind: EventType,
     response: &RedemptionResponse,
     shopper: &Shopper,
+    reads: &crate::replica::Reads,
 ) -> ApiResult<Response> {
     let body = serde_json::to_vec(response).map_err(ApiError::internal)?;
     reservation.complete(status, &body).await?;
@@ -284,6 +285,8 @@ async fn finish(
     }
     events::record(&mut reservation.tx, kind, &data).await?;
     reservation.commit().await?;
+    // the shopper's next wallet read must see this
+    reads.wrote(&shopper.user).await;
     Ok(json_bytes_response(status, body))
 }
 
@@ -403,6 +406,7 @@ async fn redeem(
         EventType::VoucherRedeemed,
         &response,
         &shopper,
+        &state.reads,
     )
     .await
 }
@@ -556,6 +560,7 @@ async fn rollback(
         EventType::RedemptionRolledBack,
         &response,
         &shopper,
+        &state.reads,
     )
     .await
 }

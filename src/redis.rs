@@ -114,6 +114,15 @@ impl Redis {
         .await;
     }
 
+    /// Whether `key` exists; `None` when Redis could not say (down, slow, breaker open).
+    pub async fn exists(&self, key: &str) -> Option<bool> {
+        self.call(
+            "exists",
+            |mut c| async move { c.exists::<_, bool>(key).await },
+        )
+        .await
+    }
+
     pub async fn del(&self, key: &str) {
         self.call("del", |mut c| async move { c.del::<_, ()>(key).await })
             .await;

@@ -138,14 +138,14 @@ async fn list(
 ) -> ApiResult<Json<VoucherList>> {
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
-    let (rows, next_cursor) = page_of(
-        &state.db,
-        Holding::User(&user),
-        params.status,
-        cursor,
-        limit,
-    )
-    .await?;
+    let user = &user;
+    // On the replica while it is fresh, unless this user's own effects are too recent.
+    let (rows, next_cursor) = state
+        .reads
+        .for_user(user, move |pool| async move {
+            page_of(&pool, Holding::User(user), params.status, cursor, limit).await
+        })
+        .await?;
     let now = Utc::now();
     Ok(Json(VoucherList {
         items: rows.iter().map(|r| r.row.view(now)).collect(),
@@ -163,7 +163,12 @@ async fn get_one(
     Path(code): Path<String>,
 ) -> ApiResult<Json<Voucher>> {
     let code = VoucherCode::parse(&code)?;
-    let row = fetch_owned(&state.db, &code, &user)
+    let row = state
+        .reads
+        .for_user(&user, |pool| {
+            let (code, user) = (&code, &user);
+            async move { fetch_owned(&pool, code, user).await }
+        })
         .await?
         .ok_or(ApiError::VoucherNotFound)?;
     Ok(Json(row.view(Utc::now())))

@@ -688,7 +688,7 @@ async fn public_get(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     responses((status = 200, body = PublicCampaignList,
                headers(("Cache-Control" = String, description = "public, max-age=1")))))]
 async fn public_list(State(state): State<AppState>) -> ApiResult<Response> {
-    let rows = state.cache.listed(&state.db).await?;
+    let rows = state.cache.listed(&state.reads).await?;
     let server_time = state.cache.clock().estimate();
     // The snapshot may be a second old: one that ended since is left out.
     let items = rows

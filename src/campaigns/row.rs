@@ -208,10 +208,11 @@ pub(crate) async fn fetch<'e>(
 pub(crate) const LISTED_MAX: i64 = 100;
 
 /// The campaigns not over yet (live, paused, sold out or upcoming), soonest first, as
-/// Postgres' clock says, which is measured with them.
+/// Postgres' clock says, which is measured with them when `clock` is given (only the
+/// primary's clock decides).
 pub(crate) async fn fetch_listed(
     pool: &PgPool,
-    clock: &DbClock,
+    clock: Option<&DbClock>,
 ) -> Result<Vec<CampaignRow>, sqlx::Error> {
     let sent = std::time::Instant::now();
     let rows = sqlx::query!(
@@ -225,7 +226,7 @@ pub(crate) async fn fetch_listed(
     )
     .fetch_all(pool)
     .await?;
-    if let Some(first) = rows.first() {
+    if let (Some(first), Some(clock)) = (rows.first(), clock) {
         clock.record(sent, first.db_now, std::time::Instant::now());
     }
     Ok(rows.into_iter().map(|r| row_from!(r)).collect())

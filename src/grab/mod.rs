@@ -65,7 +65,9 @@ pub struct Grabber {
     batcher: Batcher,
 }
 
-fn outcome(result: &ApiResult<Response>) -> &'static str {
+/// How a grab ended, for the metrics and the live view: `granted`, `replayed`, or
+/// the refusal's problem code.
+pub(crate) fn outcome(result: &ApiResult<Response>) -> &'static str {
     match result {
         Ok(r) if r.headers().contains_key(idempotency::REPLAYED_HEADER) => "replayed",
         Ok(_) => "granted",
@@ -269,12 +271,24 @@ async fn claim(
     req: Idempotent<EmptyBody>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
-    state
+    let timing = state.live.grab(id, &clock);
+    let result = state
         .grabber
         .grab(id, &user, &req.key, &req.fingerprint, &clock, || {
             state.limits.check(&user, ip)
         })
-        .await
+        .await;
+    if let Some(timing) = timing {
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        timing.finish(outcome(&result), status);
+    }
+    if result.is_ok() {
+        state.reads.wrote(&user).await;
+    }
+    result
 }
 
 #[cfg(test)]

@@ -104,9 +104,10 @@ export type GrabResult =
       problem?: Problem;
       /**
        * true: a final refusal (sold_out, limit_reached, campaign_not_active, any other
-       * 4xx); the stored key was cleared and the next grab is a new intent.
+       * 4xx but 401 and 403); the stored key was cleared and the next grab is a new intent.
        * false: the outcome is unknown or temporary (attempts exhausted, network error,
-       * 5xx); the key is kept, and the next grab() of this campaign reuses it.
+       * 5xx, a refused credential); the key is kept, and the next grab() of this
+       * campaign reuses it.
        */
       final: boolean;
       /** The server's Retry-After, in ms, when it sent one. */
@@ -300,9 +301,11 @@ export function createVoucherClient(options: VoucherClientOptions) {
         const retryable =
           RETRYABLE_STATUS.has(status) || (status === 409 && code === "idempotency_key_in_use");
         // Any other 4xx is a final refusal (sold_out, limit_reached, campaign_not_active,
-        // campaign_not_found, unauthorized, …). A 5xx other than 503 is not retried but
-        // not final either: the key is kept so the next grab of this intent reuses it.
-        const final = !retryable && status >= 400 && status < 500;
+        // campaign_not_found, …). A 5xx other than 503 is not retried but not final
+        // either: the key is kept so the next grab of this intent reuses it. Neither is
+        // a 401 or 403: the grab was not looked at, and the same intent sent again with
+        // a fresh token must reuse its key (its first answer may have been lost).
+        const final = !retryable && status >= 400 && status < 500 && status !== 401 && status !== 403;
         failure = { ok: false, code, status, problem, final, retryAfterMs, idempotencyKey: key, attempts: attempt };
         if (!retryable) {
           if (final) clearIntent(slot, key);

@@ -85,6 +85,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/campaigns/{id}/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["watchCampaignLive"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/campaigns/{id}/redemptions.csv": {
         parameters: {
             query?: never;
@@ -523,6 +539,83 @@ export interface components {
         };
         Health: {
             status: string;
+        };
+        /** @description The campaign's counters, exact as of the frame's read. */
+        LiveCampaign: {
+            /** Format: int64 */
+            issued: number;
+            name: string;
+            /** Format: int64 */
+            remaining: number;
+            status: components["schemas"]["CampaignStatus"];
+            /** Format: int64 */
+            total_stock: number;
+        };
+        /** @description One second of one campaign as this instance saw it. */
+        LiveFrame: {
+            /**
+             * Format: int64
+             * @description Grabs whose client left before an answer (not in `requests`): a batched
+             *     grant may still have committed, and shows in the stock.
+             */
+            abandoned: number;
+            /**
+             * Format: date-time
+             * @description When the frame was made, by Postgres' clock as last measured.
+             */
+            at: string;
+            campaign?: components["schemas"]["LiveCampaign"] | null;
+            /**
+             * Format: int64
+             * @description Grabs answered with a 5xx in the period (also counted in `refusals`).
+             */
+            errors_5xx: number;
+            /**
+             * Format: int64
+             * @description Vouchers granted in the period.
+             */
+            grants: number;
+            /**
+             * @description The instance that measured these figures (`INSTANCE_NAME`): behind a balancer
+             *     each replica reports only its own grabs.
+             */
+            instance: string;
+            /**
+             * Format: double
+             * @description The period the counts below cover, in seconds (about one).
+             */
+            interval_seconds: number;
+            /**
+             * Format: double
+             * @description The 99th percentile of the period's grab latencies, in milliseconds (to within
+             *     10%); absent when there were no grabs.
+             */
+            p99_ms?: number | null;
+            /** @description `ok`, or `unavailable` when this frame's read of the campaign failed. */
+            postgres: string;
+            /**
+             * @description Refusals in the period by problem code (`sold_out`, `limit_reached`,
+             *     `overloaded`, `timeout`, …), 5xx included.
+             */
+            refusals: {
+                [key: string]: number;
+            };
+            /**
+             * Format: int64
+             * @description Grants replayed for a retried key in the period.
+             */
+            replays: number;
+            /**
+             * Format: int64
+             * @description Grabs answered in the period (every outcome below, and the timeouts).
+             */
+            requests: number;
+            /**
+             * Format: int64
+             * @description Sequence of this frame from its ticker (from 0): a watcher that reconnects
+             *     and is sent a frame it has already seen can tell.
+             */
+            seq: number;
         };
         /** @description The problem+json body every error response carries. */
         Problem: {
@@ -1322,6 +1415,89 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed (with `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    watchCampaignLive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description server-sent events, one `frame` event a second whose data is a LiveFrame (JSON); comments keep the connection alive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["LiveFrame"];
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description campaign_not_found */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -97,13 +97,18 @@ fn machine_ticks() -> Option<(u64, u64, u64)> {
     Some((all, fields.get(3)? + fields.get(4)?, *fields.get(7)?))
 }
 
-/// Committed transactions in the whole cluster so far.
-async fn commits(db: &Option<sqlx::PgPool>) -> Option<i64> {
+/// The cluster's counters so far: committed transactions, and the WAL written
+/// (bytes and records, `pg_stat_wal`).
+async fn pg_counters(db: &Option<sqlx::PgPool>) -> Option<[i64; 3]> {
     let db = db.as_ref()?;
-    sqlx::query_scalar("SELECT sum(xact_commit)::bigint FROM pg_stat_database")
-        .fetch_one(db)
-        .await
-        .ok()
+    let (commits, wal_bytes, wal_records): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(xact_commit) FROM pg_stat_database)::bigint, \
+                wal_bytes::bigint, wal_records::bigint FROM pg_stat_wal",
+    )
+    .fetch_one(db)
+    .await
+    .ok()?;
+    Some([commits, wal_bytes, wal_records])
 }
 
 #[derive(Serialize, Clone)]
@@ -124,6 +129,9 @@ struct Row {
     postgres_cpu_us: Option<f64>,
     /// Postgres commits per request.
     transactions: Option<f64>,
+    /// WAL bytes and records Postgres wrote per request.
+    wal_bytes: Option<f64>,
+    wal_records: Option<f64>,
     /// The load generator's own CPU per request: what the client costs the machine.
     loadgen_cpu_us: Option<f64>,
     /// Share of the machine's CPU left idle, and stolen by the hypervisor, while
@@ -250,7 +258,8 @@ struct Sample {
     rate: f64,
     server_cpu_us: Option<u64>,
     postgres_cpu_us: u64,
-    commits: Option<i64>,
+    /// Changes of `pg_counters` over the sample.
+    pg: Option<[i64; 3]>,
     loadgen_cpu_us: Option<u64>,
     /// Machine CPU ticks: (all, idle, steal).
     ticks: Option<(u64, u64, u64)>,
@@ -267,7 +276,7 @@ async fn sample(
     let (cpu0, pg0, tx0, me0, ticks0) = (
         pid.and_then(cpu_us),
         postgres_cpu_us(),
-        commits(db).await,
+        pg_counters(db).await,
         cpu_us(me),
         machine_ticks(),
     );
@@ -280,7 +289,10 @@ async fn sample(
         rate: n as f64 / args.duration.as_secs_f64(),
         server_cpu_us: delta(pid.and_then(cpu_us), cpu0),
         postgres_cpu_us: postgres_cpu_us().saturating_sub(pg0),
-        commits: commits(db).await.zip(tx0).map(|(a, b)| a - b),
+        pg: pg_counters(db)
+            .await
+            .zip(tx0)
+            .map(|(a, b)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]]),
         loadgen_cpu_us: delta(cpu_us(me), me0),
         ticks: machine_ticks().zip(ticks0).map(|(a, b)| {
             (
@@ -338,6 +350,13 @@ impl Tally {
                 .sum::<Option<u64>>()
                 .map(|v| v as f64)
         };
+        let pg_sum = |i: usize| -> Option<f64> {
+            self.samples
+                .iter()
+                .map(|s| s.pg.map(|c| c[i]))
+                .sum::<Option<i64>>()
+                .map(|v| v as f64)
+        };
         let ticks = self
             .samples
             .iter()
@@ -365,12 +384,9 @@ impl Tally {
             requests: n,
             server_cpu_us: per(sum(|s| s.server_cpu_us)),
             postgres_cpu_us: per(sum(|s| Some(s.postgres_cpu_us))),
-            transactions: per(self
-                .samples
-                .iter()
-                .map(|s| s.commits)
-                .sum::<Option<i64>>()
-                .map(|v| v as f64)),
+            transactions: per(pg_sum(0)),
+            wal_bytes: per(pg_sum(1)),
+            wal_records: per(pg_sum(2)),
             loadgen_cpu_us: per(sum(|s| s.loadgen_cpu_us)),
             idle_pct: share(|t| t.1),
             steal_pct: share(|t| t.2),
@@ -560,7 +576,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn markdown(b: &Bench) -> String {
     let mut s = format!(
         "Measured {} on {}; {} connections; {} rounds, in each of which every path is measured for {} s (after a 1 s warm-up) right after a `/healthz` ceiling of its own. Rates and ratios are medians over the rounds; latencies and costs cover all rounds.\n\n\
-         | path | requests/s | ratio to /healthz | ratio per round | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req | loadgen CPU µs/req | machine idle % | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | path | requests/s | ratio to /healthz | ratio per round | p50 ms | p99 ms | unexpected answers | voucherd CPU µs/req | Postgres CPU µs/req | Postgres commits/req | WAL bytes/req | WAL records/req | loadgen CPU µs/req | machine idle % | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         b.machine,
         b.connections,
@@ -570,7 +586,7 @@ fn markdown(b: &Bench) -> String {
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v}"));
     for r in &b.rows {
         s += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.path,
             r.requests_per_s,
             r.ratio_to_healthz,
@@ -585,6 +601,8 @@ fn markdown(b: &Bench) -> String {
             opt(r.server_cpu_us),
             opt(r.postgres_cpu_us),
             opt(r.transactions),
+            opt(r.wal_bytes),
+            opt(r.wal_records),
             opt(r.loadgen_cpu_us),
             opt(r.idle_pct),
             opt(r.steal_pct)

@@ -145,7 +145,6 @@ describe("grab()", () => {
     [409, "limit_reached"],
     [409, "campaign_not_active"],
     [404, "campaign_not_found"],
-    [401, "unauthorized"],
     [422, "idempotency_key_reused"],
   ])("stops at once on %i %s and clears the key", async (status, code) => {
     const { client, requests, storage, sleeps } = setup([
@@ -157,6 +156,18 @@ describe("grab()", () => {
     expect(requests).toHaveLength(1);
     expect(sleeps).toHaveLength(0);
     expect(storage.size).toBe(0);
+  });
+
+  it.each([
+    [401, "unauthorized"],
+    [403, "forbidden"],
+  ])("stops on %i %s but keeps the key: the grab was not looked at", async (status, code) => {
+    const { client, requests, storage, sleeps } = setup([{ status, body: problem(status, code) }]);
+    const r = await client.grab(CAMPAIGN);
+    expect(r).toMatchObject({ ok: false, code, status, final: false, attempts: 1 });
+    expect(requests).toHaveLength(1);
+    expect(sleeps).toHaveLength(0);
+    expect(storage.size).toBe(1);
   });
 
   it("does not retry a 500 but keeps the key for the next grab of the intent", async () => {
