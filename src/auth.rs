@@ -18,7 +18,8 @@ pub struct AuthKeys(Arc<Inner>);
 struct Inner {
     decoding: DecodingKey,
     validation: Validation,
-    admin_token: SecretString,
+    /// `ADMIN_TOKENS` (and `ADMIN_TOKEN`, named `admin`): name and token of each admin.
+    admins: Vec<(String, SecretString)>,
     /// `SERVICE_TOKENS`: name and token of each order service.
     services: Vec<(String, SecretString)>,
 }
@@ -34,7 +35,7 @@ impl AuthKeys {
     /// the issuer and us; `JWT_LEEWAY`).
     pub fn new(
         jwt_secret: &SecretString,
-        admin_token: SecretString,
+        admins: Vec<(String, SecretString)>,
         services: Vec<(String, SecretString)>,
         leeway: std::time::Duration,
     ) -> Self {
@@ -45,7 +46,7 @@ impl AuthKeys {
         AuthKeys(Arc::new(Inner {
             decoding: DecodingKey::from_secret(jwt_secret.expose_secret().as_bytes()),
             validation,
-            admin_token,
+            admins,
             services,
         }))
     }
@@ -67,21 +68,27 @@ impl AuthKeys {
         ))
     }
 
-    fn is_admin(&self, token: &str) -> bool {
-        same_secret(token, self.0.admin_token.expose_secret())
+    /// The admin this token belongs to.
+    fn admin(&self, token: &str) -> Option<&str> {
+        named(&self.0.admins, token)
     }
 
-    /// The order service this token belongs to. Every token is compared, in
-    /// constant time, so the answer's timing says nothing about which one matched.
+    /// The order service this token belongs to.
     fn service(&self, token: &str) -> Option<&str> {
-        let mut found = None;
-        for (name, expected) in &self.0.services {
-            if same_secret(token, expected.expose_secret()) {
-                found = Some(name.as_str());
-            }
-        }
-        found
+        named(&self.0.services, token)
     }
+}
+
+/// The name whose token this is. Every token is compared, in constant time, so the
+/// answer's timing says nothing about which one matched, or how many there are before it.
+fn named<'a>(credentials: &'a [(String, SecretString)], token: &str) -> Option<&'a str> {
+    let mut found = None;
+    for (name, expected) in credentials {
+        if same_secret(token, expected.expose_secret()) {
+            found = Some(name.as_str());
+        }
+    }
+    found
 }
 
 /// Compares a presented token with a secret in constant time, lengths included: both
@@ -208,17 +215,25 @@ impl FromRequestParts<AppState> for Shopper {
     }
 }
 
-/// An admin caller; a valid user JWT here is 403, anything else 401.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Admin;
+/// An admin caller, by the name its token was given (`ADMIN_TOKENS`; `admin` for
+/// `ADMIN_TOKEN`); a valid user JWT or service token here is 403, anything else 401.
+#[derive(Debug, Clone)]
+pub(crate) struct Admin(pub String);
+
+impl Admin {
+    /// Who made a change, as its event records it (`data.actor`).
+    pub(crate) fn actor(&self) -> serde_json::Value {
+        serde_json::json!({ "admin": self.0 })
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        if state.auth.is_admin(token) {
-            Ok(Admin)
+        if let Some(name) = state.auth.admin(token) {
+            Ok(Admin(name.to_string()))
         } else if state.auth.user(token).is_ok() || state.auth.service(token).is_some() {
             Err(ApiError::Forbidden)
         } else {

@@ -99,9 +99,12 @@ impl Holders {
 #[derive(Clone)]
 pub struct CampaignCache {
     local: moka::future::Cache<CampaignId, Option<Arc<CampaignRow>>>,
-    /// Keyed by the campaign's `issued`: a campaign that cannot grant keeps its
-    /// holders, and any grant since makes a new entry.
-    holders: moka::future::Cache<(CampaignId, i64), Arc<Holders>>,
+    /// Keyed by the campaign's `issued` and `updated_at`: a campaign that cannot grant
+    /// keeps its holders, and any grant since makes a new entry. `issued` alone does
+    /// not do: a void that returns its stock lowers it, and the grant that takes the
+    /// unit back would reach an `issued` already keyed, with one holder fewer; such a
+    /// void moves `updated_at` forward, which grants never do.
+    holders: moka::future::Cache<(CampaignId, i64, chrono::DateTime<chrono::Utc>), Arc<Holders>>,
     /// The public list of campaigns not over yet: one read a second however many
     /// storefronts refresh it.
     listed: moka::future::Cache<(), Arc<Vec<CampaignRow>>>,
@@ -225,7 +228,7 @@ impl CampaignCache {
         let (cache, pool, row) = (self.holders.clone(), pool.clone(), campaign.clone());
         let holders = tokio::spawn(async move {
             cache
-                .try_get_with((id, row.issued), async {
+                .try_get_with((id, row.issued, row.updated_at), async {
                     Ok::<_, ApiError>(Arc::new(Holders::load(&pool, &row).await?))
                 })
                 .await

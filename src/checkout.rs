@@ -11,6 +11,8 @@ use crate::{domain::Discount, error::ApiError};
 /// Everything the rules look at, as read from Postgres in one transaction.
 #[derive(Debug, Clone)]
 pub struct Checkout {
+    /// Whether an admin voided the voucher.
+    pub voucher_voided: bool,
     /// Whether the voucher is redeemed now (by any order).
     pub voucher_redeemed: bool,
     pub voucher_expires_at: DateTime<Utc>,
@@ -34,10 +36,13 @@ pub struct Checkout {
 impl Checkout {
     /// The discount this redemption gives, or the refusal. Checks run in a fixed
     /// order, so the quote and the redemption name the same first reason: the
-    /// voucher's state, the currency, the order's identity, the minimum, then the
+    /// voucher's state (voided, redeemed, expired), the currency, the order's identity, the minimum, then the
     /// order-level rules. A discount is never reduced to fit: an order it would take
     /// past its amount is refused.
     pub fn decide(&self) -> Result<i64, ApiError> {
+        if self.voucher_voided {
+            return Err(ApiError::VoucherVoided);
+        }
         if self.voucher_redeemed {
             return Err(ApiError::VoucherAlreadyRedeemed);
         }
@@ -85,6 +90,7 @@ mod tests {
 
     fn fixed(amount: i64) -> Checkout {
         Checkout {
+            voucher_voided: false,
             voucher_redeemed: false,
             voucher_expires_at: Utc::now() + chrono::Duration::hours(1),
             discount: Discount::Fixed {

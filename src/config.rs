@@ -20,7 +20,10 @@ pub struct Settings {
     pub jwt_secret: SecretString,
     /// How long past `exp` a user token is still accepted (0 to 60 s).
     pub jwt_leeway: Duration,
-    pub admin_token: SecretString,
+    /// Named admins (`ADMIN_TOKENS=name:token,…`, and `ADMIN_TOKEN` as the admin named
+    /// `admin`): at least one. The name is the actor recorded in each admin change's
+    /// event; every admin shares the idempotency scope `admin`.
+    pub admin_tokens: Vec<(String, SecretString)>,
     /// Order services (`SERVICE_TOKENS=name:token,…`): each may quote, redeem and
     /// roll back on behalf of the user it names in `On-Behalf-Of`, and nothing else.
     pub service_tokens: Vec<(String, SecretString)>,
@@ -75,6 +78,9 @@ pub struct Settings {
     /// The same per client IP (the connection's peer); 0 turns it off.
     pub rate_limit_ip: u32,
     pub max_connections: usize,
+    /// CSV exports streaming at once, each on a connection of its own; past it an
+    /// export is refused with 503 `exports_busy`.
+    pub exports_max: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     /// Live campaigns given series of their own on `/metrics` (stock remaining and
@@ -150,11 +156,12 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     if jwt_leeway > Duration::from_secs(60) || jwt_leeway.subsec_nanos() != 0 {
         return Err(err("JWT_LEEWAY", "must be whole seconds from 0s to 60s"));
     }
-    let admin_token = opt("ADMIN_TOKEN").ok_or_else(|| err("ADMIN_TOKEN", "is required"))?;
-    if admin_token.chars().count() < 16 {
-        return Err(err("ADMIN_TOKEN", "must be at least 16 characters"));
-    }
-    let service_tokens = service_tokens(opt("SERVICE_TOKENS").as_deref(), &admin_token)?;
+    let admin_tokens = admin_tokens(opt("ADMIN_TOKEN"), opt("ADMIN_TOKENS").as_deref())?;
+    let service_tokens = named_tokens(
+        "SERVICE_TOKENS",
+        opt("SERVICE_TOKENS").as_deref(),
+        &admin_tokens,
+    )?;
     let listen_addr = match opt("LISTEN_ADDR") {
         None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         Some(v) => v.parse().map_err(|_| {
@@ -330,6 +337,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     let rate_limit_user = number(&opt, "RATE_LIMIT_USER", 10, 0..=1_000_000)? as u32;
     let rate_limit_ip = number(&opt, "RATE_LIMIT_IP", 0, 0..=1_000_000)? as u32;
     let max_connections = number(&opt, "MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
+    let exports_max = number(&opt, "EXPORTS_MAX", 2, 1..=64)?;
     let header_read_timeout = duration(&opt, "HEADER_READ_TIMEOUT", Duration::from_secs(10))?;
     if header_read_timeout.is_zero() || header_read_timeout > Duration::from_secs(300) {
         return Err(err("HEADER_READ_TIMEOUT", "must be between 1ms and 300s"));
@@ -360,7 +368,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         redis_url: redis_url.map(Into::into),
         jwt_secret: jwt_secret.into(),
         jwt_leeway,
-        admin_token: admin_token.into(),
+        admin_tokens,
         service_tokens,
         listen_addr,
         instance_name,
@@ -387,6 +395,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         rate_limit_user,
         rate_limit_ip,
         max_connections,
+        exports_max,
         header_read_timeout,
         body_read_timeout,
         metrics_campaigns_max,
@@ -433,15 +442,58 @@ fn number(
     }
 }
 
-/// `SERVICE_TOKENS`: `name:token` pairs separated by commas. A name is 1 to 64 of
-/// `a-z`, `0-9`, `-` and `_` (it scopes the service's idempotency keys and names it in
-/// logs); a token is at least 16 characters, none repeated, none the admin token.
-fn service_tokens(
-    raw: Option<&str>,
-    admin_token: &str,
+/// The admins: `ADMIN_TOKENS` (`name:token` pairs) and `ADMIN_TOKEN`, which alone
+/// keeps working as the admin named `admin`. One of the two is required; a name or a
+/// token given twice, across both, stops start-up naming the setting.
+fn admin_tokens(
+    single: Option<String>,
+    named: Option<&str>,
 ) -> Result<Vec<(String, SecretString)>, SettingError> {
-    const NAME: &str = "SERVICE_TOKENS";
-    let mut services: Vec<(String, SecretString)> = Vec::new();
+    if single.is_none() && named.is_none() {
+        return Err(err("ADMIN_TOKEN", "or ADMIN_TOKENS is required"));
+    }
+    let mut admins = Vec::new();
+    if let Some(token) = single {
+        check_token("ADMIN_TOKEN", None, &token)?;
+        admins.push(("admin".to_string(), SecretString::from(token)));
+    }
+    for (name, token) in named_tokens("ADMIN_TOKENS", named, &admins)? {
+        if admins.iter().any(|(n, _)| *n == name) {
+            return Err(err(
+                "ADMIN_TOKENS",
+                format!("{name}: the name of the admin ADMIN_TOKEN already is"),
+            ));
+        }
+        admins.push((name, token));
+    }
+    Ok(admins)
+}
+
+/// A token is at least 16 characters, with no spaces or control characters.
+fn check_token(setting: &'static str, name: Option<&str>, token: &str) -> Result<(), SettingError> {
+    if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let whose = name
+            .map(|n| format!("{n}: the token"))
+            .unwrap_or_else(|| "the token".into());
+        return Err(err(
+            setting,
+            format!("{whose} must be at least 16 characters, no spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// `name:token` pairs separated by commas (`ADMIN_TOKENS`, `SERVICE_TOKENS`). A name
+/// is 1 to 64 of `a-z`, `0-9`, `-` and `_` (it names the caller in events and logs); a
+/// token is at least 16 characters. No name or token may repeat, within the setting
+/// and no token may be one of `taken` (the credentials read before it): one token
+/// naming two callers would make either's actions the other's.
+fn named_tokens(
+    setting: &'static str,
+    raw: Option<&str>,
+    taken: &[(String, SecretString)],
+) -> Result<Vec<(String, SecretString)>, SettingError> {
+    let mut named: Vec<(String, SecretString)> = Vec::new();
     for entry in raw
         .unwrap_or("")
         .split(',')
@@ -449,7 +501,7 @@ fn service_tokens(
         .filter(|e| !e.is_empty())
     {
         let Some((name, token)) = entry.split_once(':') else {
-            return Err(err(NAME, "each entry must be name:token"));
+            return Err(err(setting, "each entry must be name:token"));
         };
         let valid_name = (1..=64).contains(&name.len())
             && name
@@ -457,29 +509,26 @@ fn service_tokens(
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid_name {
             return Err(err(
-                NAME,
+                setting,
                 format!("`{name}`: a name is 1 to 64 of a-z, 0-9, - and _"),
             ));
         }
-        if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        check_token(setting, Some(name), token)?;
+        if taken.iter().any(|(_, t)| t.expose_secret() == token) {
             return Err(err(
-                NAME,
-                format!("{name}: the token must be at least 16 characters, no spaces"),
+                setting,
+                format!("{name}: the token is already another credential's"),
             ));
         }
-        if token == admin_token {
-            return Err(err(NAME, format!("{name}: the token is the admin token")));
-        }
-        if services
+        if named
             .iter()
             .any(|(n, t)| n == name || t.expose_secret() == token)
         {
-            return Err(err(NAME, format!("{name}: a name or token given twice")));
+            return Err(err(setting, format!("{name}: a name or token given twice")));
         }
-        services.push((name.to_string(), token.to_string().into()));
+        named.push((name.to_string(), token.to_string().into()));
     }
-    Ok(services)
+    Ok(named)
 }
 
 fn duration(
@@ -595,6 +644,21 @@ mod tests {
             ("METRICS_DB_INTERVAL", "500ms"),
             ("METRICS_DB_INTERVAL", "1h"),
             ("METRICS_DB_INTERVAL", "often"),
+            ("EXPORTS_MAX", "0"),
+            ("ADMIN_TOKENS", "Alice:alice-token-0123456789"),
+            ("ADMIN_TOKENS", "alice:short"),
+            ("ADMIN_TOKENS", "alice"),
+            ("ADMIN_TOKENS", "admin:another-token-0123456789"),
+            ("ADMIN_TOKENS", "alice:aaaaaaaaaaaaaaaa"),
+            (
+                "ADMIN_TOKENS",
+                "a:token-number-one-0123,a:token-number-two-0123",
+            ),
+            (
+                "ADMIN_TOKENS",
+                "a:token-number-one-0123,b:token-number-one-0123",
+            ),
+            ("SERVICE_TOKENS", "orders:aaaaaaaaaaaaaaaa"),
         ] {
             let mut map = base();
             map.insert(name, value.to_string());
@@ -635,7 +699,40 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = load(&base()).unwrap();
-        assert!(!format!("{s:?}").contains(&"x".repeat(32)));
+        let mut map = base();
+        map.insert("ADMIN_TOKENS", "alice:alice-secret-token-0123".into());
+        let s = load(&map).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains(&"x".repeat(32)));
+        assert!(!printed.contains(&"a".repeat(16)));
+        assert!(!printed.contains("alice-secret-token-0123"));
+    }
+
+    fn admin_names(s: &Settings) -> Vec<&str> {
+        s.admin_tokens.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn admins_are_named_and_admin_token_alone_is_the_admin_named_admin() {
+        assert_eq!(admin_names(&load(&base()).unwrap()), ["admin"]);
+        let mut map = base();
+        map.remove("ADMIN_TOKEN");
+        assert_eq!(load(&map).unwrap_err().name, "ADMIN_TOKEN");
+        map.insert(
+            "ADMIN_TOKENS",
+            " alice:alice-token-0123456789, bob_2:bob-token-0123456789 ".into(),
+        );
+        assert_eq!(admin_names(&load(&map).unwrap()), ["alice", "bob_2"]);
+        map.insert("ADMIN_TOKEN", "a".repeat(16));
+        assert_eq!(
+            admin_names(&load(&map).unwrap()),
+            ["admin", "alice", "bob_2"]
+        );
+        // An admin's token is no order service's.
+        map.insert("SERVICE_TOKENS", "orders:bob-token-0123456789".into());
+        assert_eq!(load(&map).unwrap_err().name, "SERVICE_TOKENS");
+        // Names of services and admins are apart: a service may be named `admin`.
+        map.insert("SERVICE_TOKENS", "admin:orders-token-0123456789".into());
+        assert!(load(&map).is_ok());
     }
 }

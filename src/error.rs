@@ -184,6 +184,12 @@ pub enum ApiError {
     VoucherAlreadyRedeemed,
     #[error("this voucher has expired")]
     VoucherExpired,
+    #[error("this voucher was voided by an admin and can no longer be redeemed")]
+    VoucherVoided,
+    /// `EXPORTS_MAX` exports are already streaming: refused before any Postgres work,
+    /// so exports never take the connections grabs need.
+    #[error("as many exports as the service runs at once are already running; retry shortly")]
+    ExportsBusy,
     #[error("the order is below this voucher's minimum of {0}")]
     OrderBelowMinimum(i64),
     #[error("the order's currency is not the voucher's ({0})")]
@@ -264,6 +270,8 @@ error_codes! {
     ApiError::CampaignNotActive(_) => "campaign_not_active",
     ApiError::VoucherAlreadyRedeemed => "voucher_already_redeemed",
     ApiError::VoucherExpired => "voucher_expired",
+    ApiError::VoucherVoided => "voucher_voided",
+    ApiError::ExportsBusy => "exports_busy",
     ApiError::OrderBelowMinimum(_) => "order_below_minimum",
     ApiError::CurrencyMismatch(_) => "currency_mismatch",
     ApiError::OrderMismatch { .. } => "order_mismatch",
@@ -299,6 +307,7 @@ impl ApiError {
             | CampaignNotActive(_)
             | VoucherAlreadyRedeemed
             | VoucherExpired
+            | VoucherVoided
             | OrderDiscountExceeded { .. }
             | VoucherNotCombinable(_)
             | RedemptionAlreadyRolledBack => StatusCode::CONFLICT,
@@ -309,7 +318,7 @@ impl ApiError {
             CampaignNotFound | VoucherNotFound | RedemptionNotFound | DeadLetterNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Unavailable(_) | Overloaded | Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable(_) | Overloaded | Timeout | ExportsBusy => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -347,6 +356,7 @@ impl ApiError {
                 | ApiError::Unavailable(_)
                 | ApiError::Overloaded
                 | ApiError::Timeout
+                | ApiError::ExportsBusy
         )
     }
 }

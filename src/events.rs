@@ -41,9 +41,21 @@ pub(crate) enum EventType {
     CampaignCreated,
     CampaignUpdated,
     CampaignSoldOut,
+    VoucherVoided,
 }
 
 impl EventType {
+    /// Every type, so a filter can be checked against them.
+    pub(crate) const ALL: [EventType; 7] = [
+        EventType::VoucherIssued,
+        EventType::VoucherRedeemed,
+        EventType::RedemptionRolledBack,
+        EventType::CampaignCreated,
+        EventType::CampaignUpdated,
+        EventType::CampaignSoldOut,
+        EventType::VoucherVoided,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventType::VoucherIssued => "voucher.issued",
@@ -52,6 +64,7 @@ impl EventType {
             EventType::CampaignCreated => "campaign.created",
             EventType::CampaignUpdated => "campaign.updated",
             EventType::CampaignSoldOut => "campaign.sold_out",
+            EventType::VoucherVoided => "voucher.voided",
         }
     }
 }
@@ -119,6 +132,12 @@ pub(crate) struct EventParams {
     /// 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Only events of this type (`voucher.issued`, `voucher.redeemed`,
+    /// `redemption.rolled_back`, `voucher.voided`, `campaign.created`,
+    /// `campaign.updated`, `campaign.sold_out`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -128,7 +147,23 @@ pub(crate) struct EventPage {
     pub next_after: i64,
 }
 
-fn page_params(p: &EventParams) -> ApiResult<(i64, i64)> {
+/// The page asked for: after which `seq`, how many, and of which type.
+fn page_params(p: &EventParams) -> ApiResult<(i64, i64, Option<&'static str>)> {
+    // A type no event has is refused rather than answered with an empty log, which
+    // would read as "nothing happened" for a typo.
+    let kind = match p.kind.as_deref() {
+        None => None,
+        Some(wanted) => Some(
+            EventType::ALL
+                .iter()
+                .map(|t| t.as_str())
+                .find(|t| *t == wanted)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                    ApiError::validation("type", format!("must be one of {}", known.join(", ")))
+                })?,
+        ),
+    };
     let after = p.after.unwrap_or(0);
     let limit = p.limit.unwrap_or(100);
     if after < 0 {
@@ -137,17 +172,19 @@ fn page_params(p: &EventParams) -> ApiResult<(i64, i64)> {
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::validation("limit", "must be from 1 to 1000"));
     }
-    Ok((after, limit))
+    Ok((after, limit, kind))
 }
 
 #[utoipa::path(get, path = "/v1/admin/events", operation_id = "listEvents", tag = "admin", params(EventParams),
-    responses((status = 200, body = EventPage)), security(("admin" = [])))]
+    responses((status = 200, body = EventPage),
+              (status = 422, description = "validation_failed (`type` names no event type, `after` or `limit` out of range)", body = crate::error::Problem)),
+    security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
     _: Admin,
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<EventPage>> {
-    let (after, limit) = page_params(&params)?;
+    let (after, limit, kind) = page_params(&params)?;
     // Only events of transactions older than every transaction still running are
     // listed: `seq` carries the inserting transaction's id in its high bits, so
     // anything that commits later sorts after what a reader has already seen.
@@ -156,9 +193,11 @@ async fn list(
         "SELECT id, seq, type AS kind, occurred_at, data FROM events
          WHERE seq > $1
            AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+           AND ($3::text IS NULL OR type = $3)
          ORDER BY seq LIMIT $2",
         after,
         limit,
+        kind,
     )
     .fetch_all(&state.db)
     .await?;
@@ -179,12 +218,14 @@ async fn dead_letters(
     _: Admin,
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<DeadLetterPage>> {
-    let (after, limit) = page_params(&params)?;
+    let (after, limit, kind) = page_params(&params)?;
     let items: Vec<DeadLetter> = sqlx::query!(
         "SELECT id, seq, type AS kind, occurred_at, data, attempts, last_error FROM events
-         WHERE delivery = 'dead' AND seq > $1 ORDER BY seq LIMIT $2",
+         WHERE delivery = 'dead' AND seq > $1 AND ($3::text IS NULL OR type = $3)
+         ORDER BY seq LIMIT $2",
         after,
         limit,
+        kind,
     )
     .fetch_all(&state.db)
     .await?

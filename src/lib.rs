@@ -16,8 +16,12 @@
 //! - `vouchers`: the wallet routes and the voucher rows they read.
 //! - `redemptions`: quoting, spending and rolling back a voucher at checkout.
 //! - `checkout`: the checkout rules as one pure function (`Checkout::decide`).
-//! - `events`: the transactional outbox, and the admin routes over its log and dead
-//!   letters.
+//! - `support`: support's admin routes: voucher lookups (by code, holder, campaign)
+//!   and voiding a voucher, optionally returning its stock.
+//! - `exports`: finance's CSV exports of a campaign's vouchers and redemptions, streamed
+//!   by `COPY` from one snapshot on connections of their own, `EXPORTS_MAX` at once.
+//! - `events`: the transactional outbox, and the admin routes over its log (filtered
+//!   by type) and dead letters.
 //! - `webhooks`: delivery of the outbox to `WEBHOOK_URL`, leased, signed and retried.
 //! - `live`: the live launch view of a campaign (server-sent events, one frame a
 //!   second): this instance's grabs by outcome, p99 and 5xx, and the stock as
@@ -36,7 +40,8 @@
 //!     fingerprint.
 //!   - `idempotency::store`: the concurrent half: the store that reserves a key in the
 //!     effect's transaction (`Reservation`), in-flight waits, cached answers, purge.
-//! - `auth`: user JWTs, the admin token and order-service tokens, as extractors.
+//! - `auth`: user JWTs, the named admins' tokens and order-service tokens, as
+//!   extractors (`Admin` carries the admin's name, the actor of its changes).
 //! - `limits`: per-user and per-IP rate limits, asked only of fresh work.
 //! - `json`: body and query parsing with problem+json rejections; the body deadline.
 //! - `error`: the one error type, its stable codes and its problem+json rendering.
@@ -74,7 +79,8 @@
 //!   `grant_batch`;
 //! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
 //!   by `Grabber`, written there);
-//! - the stock decrement (`remaining`, never below zero): `grant_batch`;
+//! - the stock decrement (`remaining`, never below zero): `grant_batch`; the only way
+//!   back, one unit returned by a void (`return_stock`): `support`'s `return_unit`;
 //! - pause and window (`paused`, `starts_at`, `ends_at`, by Postgres' clock):
 //!   `grant_batch`;
 //! - the `campaign.sold_out` event, once, by the batch that takes the last voucher:
@@ -96,6 +102,7 @@ pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod exports;
 pub(crate) mod gauges;
 pub(crate) mod grab;
 pub(crate) mod head;
@@ -111,6 +118,7 @@ pub(crate) mod redemptions;
 pub(crate) mod redis;
 pub(crate) mod replica;
 pub(crate) mod server;
+pub(crate) mod support;
 pub(crate) mod telemetry;
 pub(crate) mod vouchers;
 pub(crate) mod webhooks;
@@ -214,6 +222,8 @@ pub struct Shared {
     pub idempotency: idempotency::Store,
     /// The grab path: snapshot refusals, then the grant writers.
     pub grabber: Grabber,
+    /// CSV exports: their own connections, at most `EXPORTS_MAX` at once.
+    pub exports: exports::Exports,
     /// The campaigns admins watch live on this instance, and their grabs' tallies.
     pub live: live::Live,
     /// Renders the Prometheus metrics for `/metrics`.
@@ -397,6 +407,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         },
     );
     let limits = limits::Limits::new(settings.rate_limit_user, settings.rate_limit_ip);
+    let exports = exports::Exports::new(settings.database_url(), settings.exports_max)?;
     let replica = settings
         .read_database_url
         .as_ref()
@@ -422,6 +433,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     );
     Ok(AppState(std::sync::Arc::new(Shared {
         limits,
+        exports,
         live,
         reads,
         grabber: Grabber::new(
@@ -434,7 +446,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         dbwatch,
         auth: AuthKeys::new(
             &settings.jwt_secret,
-            settings.admin_token.clone(),
+            settings.admin_tokens.clone(),
             settings.service_tokens.clone(),
             settings.jwt_leeway,
         ),
@@ -469,6 +481,8 @@ fn route_groups() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let needing_postgres = OpenApiRouter::new()
         .merge(vouchers::router())
         .merge(redemptions::router())
+        .merge(support::router())
+        .merge(exports::router())
         .merge(events::router())
         .merge(live::router());
     (answering, needing_postgres)

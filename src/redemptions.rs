@@ -58,17 +58,18 @@ pub(crate) enum RedemptionStatus {
     RolledBack,
 }
 
+/// A redemption row as stored (support lookups read them too).
 #[derive(Debug, Clone)]
-struct RedemptionRow {
-    id: Uuid,
-    voucher_id: Uuid,
-    order_id: String,
-    order_amount: i64,
-    currency: String,
-    discount_amount: i64,
-    status: String,
-    created_at: DateTime<Utc>,
-    rolled_back_at: Option<DateTime<Utc>>,
+pub(crate) struct RedemptionRow {
+    pub id: Uuid,
+    pub voucher_id: Uuid,
+    pub order_id: String,
+    pub order_amount: i64,
+    pub currency: String,
+    pub discount_amount: i64,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub rolled_back_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -211,6 +212,7 @@ async fn checkout_facts(
         on_order.max_per_order,
     );
     Ok(Checkout {
+        voucher_voided: voucher.status == "voided",
         voucher_redeemed: voucher.status == "redeemed",
         voucher_expires_at: voucher.expires_at,
         discount: voucher.discount.0.clone(),
@@ -296,7 +298,7 @@ async fn finish(
         (status = 201, body = RedemptionResponse),
         (status = 403, description = "forbidden (a credential that may not redeem)", body = crate::error::Problem),
         (status = 404, description = "voucher_not_found (unknown, or not the caller's)", body = crate::error::Problem),
-        (status = 409, description = "voucher_already_redeemed, voucher_expired, order_discount_exceeded (the order's active discounts would pass its amount; never reduced to fit), voucher_not_combinable (the order already carries max_per_order vouchers of this campaign)", body = crate::error::Problem),
+        (status = 409, description = "voucher_voided (an admin voided it), voucher_already_redeemed, voucher_expired, order_discount_exceeded (the order's active discounts would pass its amount; never reduced to fit), voucher_not_combinable (the order already carries max_per_order vouchers of this campaign)", body = crate::error::Problem),
         (status = 422, description = "order_below_minimum, currency_mismatch, order_mismatch (the order was first redeemed with another amount or currency), validation_failed", body = crate::error::Problem)),
     security(("user" = []), ("service" = [])))]
 async fn redeem(
@@ -351,10 +353,11 @@ async fn redeem(
     .fetch_optional(&mut *reservation.tx)
     .await?;
     let Some(updated) = updated else {
-        // Redeemed by another order since it was read: name the reason the rules give
+        // Redeemed by another order or voided since it was read: name the reason the rules give
         // for the voucher as it is now.
         let (current, db_now) = owned_voucher(&mut reservation.tx, &code, user).await?;
         let now_facts = Checkout {
+            voucher_voided: current.status == "voided",
             voucher_redeemed: current.status == "redeemed",
             voucher_expires_at: current.expires_at,
             now: db_now,

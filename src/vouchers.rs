@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::User,
-    domain::{Discount, UserId, VoucherCode},
+    domain::{CampaignId, Discount, UserId, VoucherCode},
     error::{ApiError, ApiResult},
     json::{self, Query},
 };
@@ -51,7 +51,22 @@ pub struct VoucherRow {
 pub enum VoucherStatus {
     Issued,
     Redeemed,
+    /// Voided by an admin: it can no longer be redeemed.
+    Voided,
     Expired,
+}
+
+impl VoucherStatus {
+    /// The word a status filter passes to the queries, which judge `expired` by
+    /// `expires_at` as `VoucherRow::view` does.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VoucherStatus::Issued => "issued",
+            VoucherStatus::Redeemed => "redeemed",
+            VoucherStatus::Voided => "voided",
+            VoucherStatus::Expired => "expired",
+        }
+    }
 }
 
 /// A voucher as its owner sees it.
@@ -74,6 +89,7 @@ impl VoucherRow {
     pub fn view(&self, now: DateTime<Utc>) -> Voucher {
         let status = match self.status.as_str() {
             "redeemed" => VoucherStatus::Redeemed,
+            "voided" => VoucherStatus::Voided,
             _ if self.expires_at <= now => VoucherStatus::Expired,
             _ => VoucherStatus::Issued,
         };
@@ -99,9 +115,10 @@ pub(crate) struct VoucherList {
     pub next_cursor: Option<String>,
 }
 
+/// A page of vouchers: the wallet's, and support's lookups by holder or campaign.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WalletParams {
+pub(crate) struct VoucherListParams {
     pub status: Option<VoucherStatus>,
     /// 1 to 100, default 50.
     #[param(minimum = 1, maximum = 100)]
@@ -111,69 +128,29 @@ pub(crate) struct WalletParams {
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/me/vouchers", operation_id = "listMyVouchers", tag = "users", params(WalletParams),
+#[utoipa::path(get, path = "/v1/me/vouchers", operation_id = "listMyVouchers", tag = "users", params(VoucherListParams),
     responses((status = 200, body = VoucherList), (status = 401, body = crate::error::Problem)),
     security(("user" = [])))]
 async fn list(
     State(state): State<AppState>,
     User(user): User,
-    Query(params): Query<WalletParams>,
+    Query(params): Query<VoucherListParams>,
 ) -> ApiResult<Json<VoucherList>> {
     let limit = json::page_limit(params.limit, 50, 100)?;
     let cursor = json::cursor(params.cursor.as_deref())?;
-    let status = params.status.map(|s| match s {
-        VoucherStatus::Issued => "issued",
-        VoucherStatus::Redeemed => "redeemed",
-        VoucherStatus::Expired => "expired",
-    });
     let user = &user;
-    let mut rows = state
+    // On the replica while it is fresh, unless this user's own effects are too recent.
+    let (rows, next_cursor) = state
         .reads
         .for_user(user, move |pool| async move {
-            wallet_page(&pool, user, cursor, status, limit + 1).await
+            page_of(&pool, Holding::User(user), params.status, cursor, limit).await
         })
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
     let now = Utc::now();
     Ok(Json(VoucherList {
-        items: rows.iter().map(|r| r.view(now)).collect(),
+        items: rows.iter().map(|r| r.row.view(now)).collect(),
         next_cursor,
     }))
-}
-
-/// One page of `user`'s wallet, newest first, below `cursor`; expiry is decided by
-/// the clock in the query, the same rule as `view`.
-async fn wallet_page(
-    pool: &sqlx::PgPool,
-    user: &UserId,
-    cursor: Option<Uuid>,
-    status: Option<&str>,
-    limit: i64,
-) -> Result<Vec<VoucherRow>, sqlx::Error> {
-    sqlx::query_as!(
-        VoucherRow,
-        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
-                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
-           FROM vouchers
-           WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
-             AND CASE $3::text
-                   WHEN 'redeemed' THEN status = 'redeemed'
-                   WHEN 'issued' THEN status = 'issued' AND expires_at > now()
-                   WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
-                   ELSE true END
-           ORDER BY id DESC LIMIT $4"#,
-        user.as_str(),
-        cursor,
-        status,
-        limit,
-    )
-    .fetch_all(pool)
-    .await
 }
 
 #[utoipa::path(get, path = "/v1/me/vouchers/{code}", operation_id = "getMyVoucher", tag = "users",
@@ -195,6 +172,118 @@ async fn get_one(
         .await?
         .ok_or(ApiError::VoucherNotFound)?;
     Ok(Json(row.view(Utc::now())))
+}
+
+/// Whose vouchers a page lists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Holding<'a> {
+    /// A user's, of every campaign (the wallet; support's lookup by holder).
+    User(&'a UserId),
+    /// A campaign's (support's lookup by campaign).
+    Campaign(CampaignId),
+}
+
+/// A voucher row with its void, which only support shows (the wallet shows the
+/// status alone).
+pub(crate) struct ListedVoucher {
+    pub row: VoucherRow,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub stock_returned: bool,
+}
+
+/// A `ListedVoucher` from a `query!` record that selected the voucher's columns (as
+/// `VoucherRow` names them) and `voided_at`, `stock_returned`.
+macro_rules! listed_voucher {
+    ($r:expr) => {
+        $crate::vouchers::ListedVoucher {
+            row: $crate::vouchers::VoucherRow {
+                id: $r.id,
+                code: $r.code,
+                campaign_id: $r.campaign_id,
+                user_id: $r.user_id,
+                status: $r.status,
+                discount: $r.discount,
+                min_order_amount: $r.min_order_amount,
+                issued_at: $r.issued_at,
+                expires_at: $r.expires_at,
+                redeemed_at: $r.redeemed_at,
+                order_id: $r.order_id,
+                redemption_id: $r.redemption_id,
+            },
+            voided_at: $r.voided_at,
+            stock_returned: $r.stock_returned,
+        }
+    };
+}
+pub(crate) use listed_voucher;
+
+/// One page of vouchers, newest first, after `cursor`, with the cursor of the next
+/// page (`None` on the last). Expiry is decided by the clock in the query, the same
+/// rule as `view`. One query per holding, so each walks its own index
+/// (`(user_id, id)`, `(campaign_id, id)`) in order.
+pub(crate) async fn page_of(
+    pool: &sqlx::PgPool,
+    holding: Holding<'_>,
+    status: Option<VoucherStatus>,
+    cursor: Option<Uuid>,
+    limit: i64,
+) -> Result<(Vec<ListedVoucher>, Option<String>), sqlx::Error> {
+    let status = status.map(VoucherStatus::as_str);
+    let mut rows: Vec<ListedVoucher> = match holding {
+        Holding::User(user) => sqlx::query!(
+            r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                      min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
+                      voided_at, stock_returned
+               FROM vouchers
+               WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                 AND CASE $3::text
+                       WHEN 'redeemed' THEN status = 'redeemed'
+                       WHEN 'voided' THEN status = 'voided'
+                       WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                       WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                       ELSE true END
+               ORDER BY id DESC LIMIT $4"#,
+            user.as_str(),
+            cursor,
+            status,
+            limit + 1,
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| listed_voucher!(r))
+        .collect(),
+        Holding::Campaign(campaign) => sqlx::query!(
+            r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                      min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id,
+                      voided_at, stock_returned
+               FROM vouchers
+               WHERE campaign_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                 AND CASE $3::text
+                       WHEN 'redeemed' THEN status = 'redeemed'
+                       WHEN 'voided' THEN status = 'voided'
+                       WHEN 'issued' THEN status = 'issued' AND expires_at > now()
+                       WHEN 'expired' THEN status = 'issued' AND expires_at <= now()
+                       ELSE true END
+               ORDER BY id DESC LIMIT $4"#,
+            campaign.0,
+            cursor,
+            status,
+            limit + 1,
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| listed_voucher!(r))
+        .collect(),
+    };
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.row.id.to_string())
+    } else {
+        None
+    };
+    Ok((rows, next_cursor))
 }
 
 /// A voucher by code, only if `user` owns it: another user's code reads as unknown.

@@ -45,6 +45,7 @@ fuzz_target!(|input: (i64, i64, i32, bool, (i64, i64, i32))| {
     let discounted = discounted.rem_euclid(order.saturating_add(1).max(1));
     let now = chrono::Utc::now();
     let checkout = Checkout {
+        voucher_voided: false,
         voucher_redeemed: false,
         voucher_expires_at: now + chrono::Duration::hours(1),
         discount: discount.clone(),

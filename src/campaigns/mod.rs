@@ -399,7 +399,7 @@ fn json_bytes<T: Serialize>(v: &T) -> ApiResult<Vec<u8>> {
     security(("admin" = [])))]
 async fn create(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     req: Idempotent<CreateCampaign>,
 ) -> ApiResult<Response> {
     // One clock for validation and the default start, at the precision stored.
@@ -425,7 +425,7 @@ async fn create(
     events::record(
         &mut reservation.tx,
         EventType::CampaignCreated,
-        &serde_json::json!({ "campaign": campaign }),
+        &serde_json::json!({ "campaign": campaign, "actor": admin.actor() }),
     )
     .await?;
     reservation.commit().await?;
@@ -441,7 +441,7 @@ async fn create(
     security(("admin" = [])))]
 async fn update(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<String>,
     req: Idempotent<UpdateCampaign>,
 ) -> ApiResult<Response> {
@@ -468,7 +468,7 @@ async fn update(
     events::record(
         &mut reservation.tx,
         EventType::CampaignUpdated,
-        &serde_json::json!({ "campaign": campaign, "change": req.body }),
+        &serde_json::json!({ "campaign": campaign, "change": req.body, "actor": admin.actor() }),
     )
     .await?;
     reservation.commit().await?;
@@ -555,8 +555,14 @@ async fn audit(
     let row = row::fetch(&mut *tx, id)
         .await?
         .ok_or(ApiError::CampaignNotFound)?;
-    let vouchers: i64 = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM vouchers WHERE campaign_id = $1"#,
+    // Voided vouchers stay rows; those whose void returned their unit of stock are
+    // no longer counted in `issued`.
+    let vouchers = sqlx::query!(
+        r#"SELECT count(*) AS "all!",
+                  count(*) FILTER (WHERE status = 'voided') AS "voided!",
+                  count(*) FILTER (WHERE stock_returned) AS "returned!",
+                  count(*) FILTER (WHERE stock_returned AND status <> 'voided') AS "returned_unvoided!"
+           FROM vouchers WHERE campaign_id = $1"#,
         id.0,
     )
     .fetch_one(&mut *tx)
@@ -615,8 +621,19 @@ async fn audit(
         ),
         check(
             "issued_matches_vouchers",
-            row.issued == vouchers && vouchers <= row.total_stock,
-            format!("issued counter {} vs {} voucher rows", row.issued, vouchers),
+            row.issued == vouchers.all - vouchers.returned && row.issued <= row.total_stock,
+            format!(
+                "issued counter {} vs {} voucher rows less {} voided with their stock returned",
+                row.issued, vouchers.all, vouchers.returned
+            ),
+        ),
+        check(
+            "returned_stock_only_from_voided",
+            vouchers.returned_unvoided == 0,
+            format!(
+                "{} vouchers voided, {} of them with their stock returned; {} returned but not voided",
+                vouchers.voided, vouchers.returned, vouchers.returned_unvoided
+            ),
         ),
         check(
             "remaining_non_negative",

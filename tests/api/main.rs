@@ -3,6 +3,7 @@
 
 mod cache;
 mod checkout;
+mod exports;
 mod faults;
 mod gauges;
 mod grab;
@@ -16,4 +17,5 @@ mod live;
 mod ops;
 mod replica;
 mod slow_clients;
+mod support;
 mod webhooks;

@@ -440,3 +440,34 @@ async fn a_stale_lease_never_overwrites_a_later_outcome() {
     assert_eq!(delivery_state(&a).await, "delivered");
     assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
 }
+
+/// A void is an effect like any other: its `voucher.voided` event, with the admin who
+/// voided, goes through the outbox to the webhook, signed.
+#[tokio::test]
+async fn a_voided_voucher_is_delivered_to_the_webhook_with_its_actor() {
+    let inbox = Arc::new(Inbox::default());
+    let addr = receiver(inbox.clone()).await;
+    let s = settings(addr, "5");
+    let app = TestApp::spawn_isolated("voided", &as_refs(&s)).await;
+    let campaign = app.campaign(1, 1).await;
+    let g = app.grab(&token("bot"), &campaign, &unique("g")).await;
+    let code = g.body["voucher"]["code"].as_str().unwrap().to_string();
+    let voided = app
+        .admin_post(
+            &format!("/v1/admin/vouchers/{code}/void"),
+            &unique("void"),
+            &serde_json::json!({"return_stock": true}),
+        )
+        .await;
+    assert_eq!(voided.status(), StatusCode::OK);
+    inbox.wait_for(&all_event_ids(&app).await).await;
+    let accepted = inbox.accepted.lock().unwrap().clone();
+    let event = accepted
+        .iter()
+        .find(|e| e["type"] == "voucher.voided")
+        .expect("the voucher.voided event was delivered");
+    assert_eq!(event["data"]["voucher"]["code"], code.as_str());
+    assert_eq!(event["data"]["actor"]["admin"], "admin");
+    assert_eq!(event["data"]["campaign"]["remaining"], 1);
+    assert_eq!(inbox.bad_signatures.load(Ordering::SeqCst), 0);
+}

@@ -101,6 +101,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/campaigns/{id}/redemptions.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["exportCampaignRedemptionsCsv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/campaigns/{id}/vouchers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["listCampaignVouchers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/campaigns/{id}/vouchers.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["exportCampaignVouchersCsv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/events": {
         parameters: {
             query?: never;
@@ -111,6 +159,54 @@ export interface paths {
         get: operations["listEvents"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/users/{sub}/vouchers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["listUserVouchersForSupport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/vouchers/{code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getVoucherForSupport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/vouchers/{code}/void": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["voidVoucher"];
         delete?: never;
         options?: never;
         head?: never;
@@ -281,6 +377,23 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A voucher as support sees it: the holder's view, who holds it, and its void. */
+        AdminVoucher: components["schemas"]["Voucher"] & {
+            /** @description Whether its void returned its unit of stock to the campaign. */
+            stock_returned: boolean;
+            /** @description The holder (the JWT `sub` that grabbed it). */
+            user_id: string;
+            /**
+             * Format: date-time
+             * @description When an admin voided it; null unless `status` is `voided`.
+             */
+            voided_at?: string | null;
+        };
+        AdminVoucherList: {
+            items: components["schemas"]["AdminVoucher"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor?: string | null;
+        };
         Audit: {
             checks: components["schemas"]["AuditCheck"][];
             ok: boolean;
@@ -518,7 +631,7 @@ export interface components {
          * @description Stable machine-readable error code. A client should treat a code it does not know as the status alone.
          * @enum {string}
          */
-        ProblemCode: "campaign_not_active" | "campaign_not_found" | "currency_mismatch" | "dead_letter_not_found" | "error" | "forbidden" | "headers_too_large" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "internal_error" | "limit_reached" | "malformed_request" | "method_not_allowed" | "not_found" | "order_below_minimum" | "order_discount_exceeded" | "order_mismatch" | "overloaded" | "payload_too_large" | "rate_limited" | "redemption_already_rolled_back" | "redemption_not_found" | "request_timeout" | "service_unavailable" | "sold_out" | "timeout" | "unauthorized" | "unsupported_media_type" | "validation_failed" | "voucher_already_redeemed" | "voucher_expired" | "voucher_not_combinable" | "voucher_not_found";
+        ProblemCode: "campaign_not_active" | "campaign_not_found" | "currency_mismatch" | "dead_letter_not_found" | "error" | "exports_busy" | "forbidden" | "headers_too_large" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "internal_error" | "limit_reached" | "malformed_request" | "method_not_allowed" | "not_found" | "order_below_minimum" | "order_discount_exceeded" | "order_mismatch" | "overloaded" | "payload_too_large" | "rate_limited" | "redemption_already_rolled_back" | "redemption_not_found" | "request_timeout" | "service_unavailable" | "sold_out" | "timeout" | "unauthorized" | "unsupported_media_type" | "validation_failed" | "voucher_already_redeemed" | "voucher_expired" | "voucher_not_combinable" | "voucher_not_found" | "voucher_voided";
         /** @description The public view of a campaign; `remaining` may lag by about a second. */
         PublicCampaign: {
             /** Format: date-time */
@@ -620,6 +733,17 @@ export interface components {
             ends_at?: string | null;
             paused?: boolean | null;
         };
+        /** @description `POST /v1/admin/vouchers/{code}/void`'s body (or none). */
+        VoidRequest: {
+            /**
+             * @description Move the voucher's unit of stock from `issued` back to `remaining` (a sold-out
+             *     campaign grants again). Default false. The holder's per-user count is kept.
+             */
+            return_stock?: boolean;
+        };
+        VoidResponse: {
+            voucher: components["schemas"]["AdminVoucher"];
+        };
         /** @description A voucher as its owner sees it. */
         Voucher: {
             /** Format: uuid */
@@ -639,13 +763,20 @@ export interface components {
             redeemed_at?: string | null;
             status: components["schemas"]["VoucherStatus"];
         };
+        /**
+         * @description One voucher looked up by code, with every redemption it had (rolled back ones
+         *     too), oldest first.
+         */
+        VoucherDetail: components["schemas"]["AdminVoucher"] & {
+            redemptions: components["schemas"]["Redemption"][];
+        };
         VoucherList: {
             items: components["schemas"]["Voucher"][];
             /** @description Pass as `cursor` for the next page; null on the last page. */
             next_cursor?: string | null;
         };
         /** @enum {string} */
-        VoucherStatus: "issued" | "redeemed" | "expired";
+        VoucherStatus: "issued" | "redeemed" | "voided" | "expired";
         /** @description The voucher every grant of a campaign issues. */
         VoucherTerms: {
             discount: components["schemas"]["Discount"];
@@ -1404,6 +1535,267 @@ export interface operations {
             };
         };
     };
+    exportCampaignRedemptionsCsv: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description every redemption of the campaign's vouchers (rolled back ones too) as CSV, as `vouchers.csv` is written */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description campaign_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed (with `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description exports_busy, service_unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listCampaignVouchers: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["VoucherStatus"] | null;
+                /** @description 1 to 100, default 50. */
+                limit?: number | null;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the campaign's vouchers, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminVoucherList"];
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description campaign_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed (a bad `status`, `limit` or `cursor`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    exportCampaignVouchersCsv: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description every voucher of the campaign as CSV (RFC 4180 quoting, a header row), from one snapshot, streamed; a cell from outside that begins with `=`, `+`, `-` or `@` is prefixed with `'`. A body cut off before its end (no last chunk) is a failed export */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description campaign_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed (with `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description exports_busy (`EXPORTS_MAX` exports are running; retry after `Retry-After`), service_unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listEvents: {
         parameters: {
             query?: {
@@ -1411,6 +1803,12 @@ export interface operations {
                 after?: number | null;
                 /** @description 1 to 1000, default 100. */
                 limit?: number | null;
+                /**
+                 * @description Only events of this type (`voucher.issued`, `voucher.redeemed`,
+                 *     `redemption.rolled_back`, `voucher.voided`, `campaign.created`,
+                 *     `campaign.updated`, `campaign.sold_out`).
+                 */
+                type?: string | null;
             };
             header?: never;
             path?: never;
@@ -1462,8 +1860,323 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description validation_failed (`type` names no event type, `after` or `limit` out of range) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listUserVouchersForSupport: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["VoucherStatus"] | null;
+                /** @description 1 to 100, default 50. */
+                limit?: number | null;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description the user id (JWT `sub`), percent-encoded */
+                sub: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the user's vouchers of every campaign, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminVoucherList"];
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found, or the resource's own *_not_found code */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed (a `sub` no user can have, a bad `status`, `limit` or `cursor`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getVoucherForSupport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the voucher's code, in any letter case */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VoucherDetail"];
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description voucher_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description validation_failed (with `errors`) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description service_unavailable, timeout or overloaded, with a jittered Retry-After (1-3 s); nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    voidVoucher: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description 8–255 printable ASCII characters */
+                "Idempotency-Key": string;
+            };
+            path: {
+                code: string;
+            };
+            cookie?: never;
+        };
+        /** @description no body, `{}`, or `{"return_stock": true}` */
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["VoidRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description voided (or replayed, with `Idempotent-Replayed: true`); a `voucher.voided` event is written */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VoidResponse"];
+                };
+            };
+            /** @description malformed_request (a malformed request line, header field or body) or an invalid header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized, with WWW-Authenticate: Bearer */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description voucher_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description request_timeout: the body did not arrive within BODY_READ_TIMEOUT; nothing changed */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description voucher_voided (already), voucher_already_redeemed, voucher_expired, idempotency_key_in_use */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large (over 64 KiB), with Connection: close */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unsupported_media_type: a non-empty body must be sent as application/json or application/*+json (parameters such as charset allowed); an empty body needs no type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description validation_failed, idempotency_key_reused */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited, with Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1498,6 +2211,12 @@ export interface operations {
                 after?: number | null;
                 /** @description 1 to 1000, default 100. */
                 limit?: number | null;
+                /**
+                 * @description Only events of this type (`voucher.issued`, `voucher.redeemed`,
+                 *     `redemption.rolled_back`, `voucher.voided`, `campaign.created`,
+                 *     `campaign.updated`, `campaign.sold_out`).
+                 */
+                type?: string | null;
             };
             header?: never;
             path?: never;
@@ -2453,7 +3172,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description voucher_already_redeemed, voucher_expired, order_discount_exceeded (the order's active discounts would pass its amount; never reduced to fit), voucher_not_combinable (the order already carries max_per_order vouchers of this campaign) */
+            /** @description voucher_voided (an admin voided it), voucher_already_redeemed, voucher_expired, order_discount_exceeded (the order's active discounts would pass its amount; never reduced to fit), voucher_not_combinable (the order already carries max_per_order vouchers of this campaign) */
             409: {
                 headers: {
                     [name: string]: unknown;
