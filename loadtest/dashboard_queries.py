@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Evaluates every query of every panel of a Grafana dashboard against a Prometheus
-and fails, naming the panel, if one returns no data (no series, or only NaN): a
+and fails, naming the panel, if one returns no data (no series, or only NaN or Inf): a
 panel whose metric was renamed, or whose query no longer parses, fails here.
 
     loadtest/dashboard_queries.py --prometheus http://127.0.0.1:9190 \
@@ -131,9 +131,9 @@ def main():
                 failures.append(f"{title} [{target.get('refId')}]: {error}\n    {expr}")
                 continue
             values = [float(s["value"][1]) for s in result]
-            real = [v for v in values if not math.isnan(v)]
+            real = [v for v in values if math.isfinite(v)]
             if not real:
-                what = "no series" if not values else f"{len(values)} series, all NaN"
+                what = "no series" if not values else f"{len(values)} series, none finite (NaN or Inf)"
                 failures.append(f"{title} [{target.get('refId')}]: {what}\n    {expr}")
             else:
                 shown = ", ".join(f"{v:g}" for v in real[:3]) + (" ..." if len(real) > 3 else "")

@@ -27,6 +27,8 @@ pub(crate) const OUTBOX_COUNT_CAP: i64 = 100_000;
 /// What the periodic task last read from Postgres.
 struct DbFigures {
     read_at: Instant,
+    /// `read_at` as Unix time, for the staleness alert.
+    read_unix: f64,
     /// Events dead-lettered (counted up to `OUTBOX_COUNT_CAP`).
     dead_letters: i64,
     /// Only with `WEBHOOK_URL` set: without a dispatcher every event stays pending,
@@ -43,6 +45,10 @@ struct Outbox {
     pending: i64,
     /// How long the most overdue pending event has been due (0 when none is).
     oldest_due: f64,
+    /// How long ago the oldest pending event happened (0 when none is): unlike
+    /// `oldest_due`, retries' backoff does not reset it, so it says how far behind
+    /// delivery is while a receiver is down.
+    oldest_pending: f64,
 }
 
 struct CampaignStock {
@@ -122,8 +128,10 @@ async fn read(
         let r = sqlx::query!(
             r#"SELECT count(*) AS "pending!",
                       COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at))::float8, 0)
-                        AS "oldest_due!"
-               FROM (SELECT next_attempt_at FROM events WHERE delivery = 'pending'
+                        AS "oldest_due!",
+                      COALESCE(EXTRACT(EPOCH FROM now() - min(occurred_at))::float8, 0)
+                        AS "oldest_pending!"
+               FROM (SELECT next_attempt_at, occurred_at FROM events WHERE delivery = 'pending'
                      ORDER BY next_attempt_at LIMIT $1) p"#,
             OUTBOX_COUNT_CAP,
         )
@@ -132,6 +140,7 @@ async fn read(
         Some(Outbox {
             pending: r.pending,
             oldest_due: r.oldest_due.max(0.0),
+            oldest_pending: r.oldest_pending.max(0.0),
         })
     } else {
         None
@@ -160,6 +169,7 @@ async fn read(
         .collect();
     Ok(DbFigures {
         read_at: Instant::now(),
+        read_unix: unix_now(),
         dead_letters,
         outbox,
         live_campaigns,
@@ -357,7 +367,18 @@ pub(crate) fn render(state: &AppState) -> String {
             )],
         );
     }
-    if let Some(figures) = state.db_figures.get() {
+    let figures = state.db_figures.get();
+    // Always rendered (0 until a first read), so an instance that never managed to
+    // read its figures is seen, not silent.
+    scalars(
+        &mut out,
+        &[(
+            "voucherd_db_figures_last_read_timestamp_seconds",
+            "Unix time of the last successful read of the Postgres figures (0 before the first).",
+            figures.as_ref().map_or(0.0, |f| f.read_unix),
+        )],
+    );
+    if let Some(figures) = figures {
         render_db_figures(&mut out, &figures);
     }
     out
@@ -401,6 +422,11 @@ fn render_db_figures(out: &mut String, figures: &DbFigures) {
                     "How long the most overdue pending event has been due (only with WEBHOOK_URL).",
                     outbox.oldest_due,
                 ),
+                (
+                    "voucherd_outbox_oldest_pending_seconds",
+                    "How long ago the oldest event not delivered yet happened (among the first 100000 due; only with WEBHOOK_URL).",
+                    outbox.oldest_pending,
+                ),
             ],
         );
     }
@@ -435,6 +461,12 @@ fn render_db_figures(out: &mut String, figures: &DbFigures) {
     }
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +488,7 @@ mod tests {
         let now = Utc::now();
         let figures = DbFigures {
             read_at: Instant::now(),
+            read_unix: unix_now(),
             dead_letters: 2,
             outbox: None,
             live_campaigns: 2,

@@ -7,7 +7,7 @@ use std::{sync::OnceLock, time::Instant};
 use axum::{
     Json,
     extract::{MatchedPath, Request, State},
-    http::{StatusCode, header},
+    http::{Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
@@ -270,7 +270,18 @@ pub(crate) async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    // Any token is a method to HTTP; only the ones this API serves get a label of
+    // their own, so a client cannot mint series.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PATCH
+        | Method::PUT
+        | Method::DELETE
+        | Method::OPTIONS => req.method().as_str().to_owned(),
+        _ => "other".to_owned(),
+    };
     let response = next.run(req).await;
     let labels = [
         ("route", route),

@@ -371,3 +371,32 @@ async fn wallet_lists_pages_and_filters() {
         .1;
     assert_eq!(issued["items"].as_array().unwrap().len(), 5);
 }
+
+/// Any token is an HTTP method; only the API's own get a label, so a client sending
+/// made-up methods cannot add series to `/metrics`.
+#[tokio::test]
+async fn made_up_methods_share_one_label() {
+    let app = TestApp::spawn().await;
+    for m in ["ZZZ1", "ZZZ2", "BREW"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let resp = app
+            .client
+            .request(method, app.url("/nope"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{m}: {}", resp.status());
+    }
+    let text = crate::helpers::metrics_text(&app).await;
+    assert!(
+        !text.contains("ZZZ1") && !text.contains("BREW"),
+        "a made-up method is a label"
+    );
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("voucherd_http_requests_total") && l.contains("method=\"other\"")
+        ),
+        "made-up methods are counted as other"
+    );
+    assert!(text.contains("voucherd_db_figures_last_read_timestamp_seconds"));
+}
