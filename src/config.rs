@@ -466,6 +466,13 @@ fn admin_tokens(
         }
         admins.push((name, token));
     }
+    if admins.is_empty() {
+        // `ADMIN_TOKENS=","` names nobody: a service nobody can run is refused
+        return Err(err(
+            "ADMIN_TOKENS",
+            "names no admin (give name:token pairs)",
+        ));
+    }
     Ok(admins)
 }
 
@@ -591,6 +598,17 @@ mod tests {
 
     fn load(map: &HashMap<&'static str, String>) -> Result<Settings, SettingError> {
         from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn admin_tokens_that_name_nobody_are_refused() {
+        for value in [",", " , ", ",,,"] {
+            let mut map = base();
+            map.remove("ADMIN_TOKEN");
+            map.insert("ADMIN_TOKENS", value.to_string());
+            let e = load(&map).expect_err(value);
+            assert!(e.to_string().contains("ADMIN_TOKENS"), "{e}");
+        }
     }
 
     #[test]

@@ -190,6 +190,12 @@ pub enum ApiError {
     /// so exports never take the connections grabs need.
     #[error("as many exports as the service runs at once are already running; retry shortly")]
     ExportsBusy,
+    /// An export asked over HTTP/1.0: without chunked framing its end is the
+    /// connection's close, so an export cut off mid-stream would look complete.
+    #[error(
+        "exports are streamed with chunked framing: ask over HTTP/1.1 (behind nginx, set proxy_http_version 1.1)"
+    )]
+    UpgradeRequired,
     #[error("the order is below this voucher's minimum of {0}")]
     OrderBelowMinimum(i64),
     #[error("the order's currency is not the voucher's ({0})")]
@@ -272,6 +278,7 @@ error_codes! {
     ApiError::VoucherExpired => "voucher_expired",
     ApiError::VoucherVoided => "voucher_voided",
     ApiError::ExportsBusy => "exports_busy",
+    ApiError::UpgradeRequired => "upgrade_required",
     ApiError::OrderBelowMinimum(_) => "order_below_minimum",
     ApiError::CurrencyMismatch(_) => "currency_mismatch",
     ApiError::OrderMismatch { .. } => "order_mismatch",
@@ -320,6 +327,7 @@ impl ApiError {
             }
             Unavailable(_) | Overloaded | Timeout | ExportsBusy => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

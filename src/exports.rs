@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::{
     body::{Body, Bytes},
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, Version, header},
     response::Response,
 };
 use futures::StreamExt;
@@ -38,6 +38,10 @@ const CHUNK: usize = 64 * 1024;
 /// Chunks waiting for a slow client: with `CHUNK`, what one export may hold in memory
 /// (besides the socket's buffers) is bounded by about 1 MiB, however many rows.
 const CHUNKS_QUEUED: usize = 16;
+/// The longest an export may run; past it the body is cut off (a failed export).
+const EXPORT_MAX_DURATION: Duration = Duration::from_secs(15 * 60);
+/// The longest Postgres may send nothing while an export streams.
+const EXPORT_IDLE: Duration = Duration::from_secs(60);
 
 /// The exports' own connections and the bound on how many run at once.
 #[derive(Clone)]
@@ -119,11 +123,14 @@ enum Export {
 }
 
 /// A text cell that came from outside (a user id, an order id) as a spreadsheet may
-/// show it: one beginning with `=`, `+`, `-` or `@` (or a tab or carriage return,
-/// which some spreadsheets skip before reading a formula) is prefixed with `'`, so it
-/// is shown as text and never run as a formula.
+/// show it: one whose first character after any white space (which importers that
+/// trim cells skip) is `=`, `+`, `-` or `@`, or their full-width forms, is prefixed
+/// with `'`, so it is shown as text and never run as a formula.
 fn text_cell(column: &str) -> String {
-    format!("CASE WHEN {column} ~ '^[-=+@\\t\\r]' THEN '''' || {column} ELSE {column} END")
+    format!(
+        "CASE WHEN {column} ~ '^[[:space:]\\u00a0\\u2000-\\u200b\\u3000\\ufeff]*[-=+@\\uff1d\\uff0b\\uff0d\\uff20]' \
+         THEN '''' || {column} ELSE {column} END"
+    )
 }
 
 /// An instant as RFC 3339 in UTC, as the JSON API writes it.
@@ -233,8 +240,23 @@ async fn stream_copy(
         return;
     }
     let mut chunk = Vec::with_capacity(CHUNK);
+    // An export holds a snapshot, which holds back vacuum of the hot campaign row: it
+    // ends, cut off, after EXPORT_MAX_DURATION or when Postgres sends nothing for
+    // EXPORT_IDLE (a partitioned host would otherwise hold the permit for ever).
+    let deadline = tokio::time::Instant::now() + EXPORT_MAX_DURATION;
     loop {
-        match rows.next().await {
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + EXPORT_IDLE),
+            rows.next(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Some(Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the export ran out of time",
+            ))))
+        });
+        match next {
             Some(Ok(row)) => {
                 chunk.extend_from_slice(&row);
                 if chunk.len() < CHUNK {
@@ -256,12 +278,13 @@ async fn stream_copy(
             None => break,
         }
     }
-    if !chunk.is_empty() && chunks.send(Ok(Bytes::from(chunk))).await.is_err() {
-        return;
-    }
+    // the snapshot is released before the last bytes wait on the client
     drop(rows);
     let _ = conn.execute("COMMIT").await;
     let _ = conn.close().await;
+    if !chunk.is_empty() {
+        let _ = chunks.send(Ok(Bytes::from(chunk))).await;
+    }
 }
 
 #[utoipa::path(get, path = "/v1/admin/campaigns/{id}/vouchers.csv", operation_id = "exportCampaignVouchersCsv", tag = "admin",
@@ -269,15 +292,26 @@ async fn stream_copy(
     responses(
         (status = 200, description = "every voucher of the campaign as CSV (RFC 4180 quoting, a header row), from one snapshot, streamed; a cell from outside that begins with `=`, `+`, `-` or `@` is prefixed with `'`. A body cut off before its end (no last chunk) is a failed export", content_type = "text/csv", body = String),
         (status = 404, description = "campaign_not_found", body = crate::error::Problem),
+        (status = 426, description = "upgrade_required: asked over HTTP/1.0, where a cut-off export could not be told from a whole one", body = crate::error::Problem),
         (status = 503, description = "exports_busy (`EXPORTS_MAX` exports are running; retry after `Retry-After`), service_unavailable", body = crate::error::Problem)),
     security(("admin" = [])))]
 async fn vouchers_csv(
     State(state): State<AppState>,
     _: Admin,
+    version: Version,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
+    chunked(version)?;
     state.exports.start(id, Export::Vouchers).await
+}
+
+/// Only a chunked body can be cut off visibly: refused before any work otherwise.
+fn chunked(version: Version) -> ApiResult<()> {
+    if version < Version::HTTP_11 {
+        return Err(ApiError::UpgradeRequired);
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/admin/campaigns/{id}/redemptions.csv", operation_id = "exportCampaignRedemptionsCsv", tag = "admin",
@@ -285,13 +319,16 @@ async fn vouchers_csv(
     responses(
         (status = 200, description = "every redemption of the campaign's vouchers (rolled back ones too) as CSV, as `vouchers.csv` is written", content_type = "text/csv", body = String),
         (status = 404, description = "campaign_not_found", body = crate::error::Problem),
+        (status = 426, description = "upgrade_required (HTTP/1.0)", body = crate::error::Problem),
         (status = 503, description = "exports_busy, service_unavailable", body = crate::error::Problem)),
     security(("admin" = [])))]
 async fn redemptions_csv(
     State(state): State<AppState>,
     _: Admin,
+    version: Version,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
+    chunked(version)?;
     state.exports.start(id, Export::Redemptions).await
 }

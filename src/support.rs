@@ -315,6 +315,10 @@ async fn void(
     )
     .await?;
     reservation.commit().await?;
+    // the holder's next wallet read must show the void, whatever a replica has replayed
+    if let Some(holder) = crate::domain::UserId::parse(&voided.row.user_id) {
+        state.reads.wrote(&holder).await;
+    }
     if return_stock {
         // The campaign may have been sold out: its snapshot must learn it grants again.
         state.cache.invalidate(CampaignId(campaign)).await;

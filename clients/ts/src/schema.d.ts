@@ -631,7 +631,7 @@ export interface components {
          * @description Stable machine-readable error code. A client should treat a code it does not know as the status alone.
          * @enum {string}
          */
-        ProblemCode: "campaign_not_active" | "campaign_not_found" | "currency_mismatch" | "dead_letter_not_found" | "error" | "exports_busy" | "forbidden" | "headers_too_large" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "internal_error" | "limit_reached" | "malformed_request" | "method_not_allowed" | "not_found" | "order_below_minimum" | "order_discount_exceeded" | "order_mismatch" | "overloaded" | "payload_too_large" | "rate_limited" | "redemption_already_rolled_back" | "redemption_not_found" | "request_timeout" | "service_unavailable" | "sold_out" | "timeout" | "unauthorized" | "unsupported_media_type" | "validation_failed" | "voucher_already_redeemed" | "voucher_expired" | "voucher_not_combinable" | "voucher_not_found" | "voucher_voided";
+        ProblemCode: "campaign_not_active" | "campaign_not_found" | "currency_mismatch" | "dead_letter_not_found" | "error" | "exports_busy" | "forbidden" | "headers_too_large" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "internal_error" | "limit_reached" | "malformed_request" | "method_not_allowed" | "not_found" | "order_below_minimum" | "order_discount_exceeded" | "order_mismatch" | "overloaded" | "payload_too_large" | "rate_limited" | "redemption_already_rolled_back" | "redemption_not_found" | "request_timeout" | "service_unavailable" | "sold_out" | "timeout" | "unauthorized" | "unsupported_media_type" | "upgrade_required" | "validation_failed" | "voucher_already_redeemed" | "voucher_expired" | "voucher_not_combinable" | "voucher_not_found" | "voucher_voided";
         /** @description The public view of a campaign; `remaining` may lag by about a second. */
         PublicCampaign: {
             /** Format: date-time */
@@ -1600,6 +1600,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description upgrade_required (HTTP/1.0) */
+            426: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description headers_too_large: the request head is over 16 KiB or has over 100 header fields; the connection is closed */
             431: {
                 headers: {
@@ -1769,6 +1778,15 @@ export interface operations {
             };
             /** @description validation_failed (with `errors`) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description upgrade_required: asked over HTTP/1.0, where a cut-off export could not be told from a whole one */
+            426: {
                 headers: {
                     [name: string]: unknown;
                 };
