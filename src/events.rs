@@ -188,19 +188,41 @@ async fn list(
     // Only events of transactions older than every transaction still running are
     // listed: `seq` carries the inserting transaction's id in its high bits, so
     // anything that commits later sorts after what a reader has already seen.
-    let items: Vec<Event> = sqlx::query_as!(
-        Event,
-        "SELECT id, seq, type AS kind, occurred_at, data FROM events
-         WHERE seq > $1
-           AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
-           AND ($3::text IS NULL OR type = $3)
-         ORDER BY seq LIMIT $2",
-        after,
-        limit,
-        kind,
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let items: Vec<Event> = match kind {
+        // Every type but voucher.issued is rare among the grants' events and has an
+        // index of its own (0018, partial, so grants write no entry in it); the
+        // query states the index's condition so the planner may use it.
+        Some(kind) if kind != EventType::VoucherIssued.as_str() => {
+            sqlx::query_as!(
+                Event,
+                "SELECT id, seq, type AS kind, occurred_at, data FROM events
+                 WHERE type = $3 AND type <> 'voucher.issued' AND seq > $1
+                   AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+                 ORDER BY type, seq LIMIT $2",
+                after,
+                limit,
+                kind,
+            )
+            .fetch_all(&state.db)
+            .await?
+        }
+        // voucher.issued, dense along seq, is found by scanning seq; so is the whole log
+        _ => {
+            sqlx::query_as!(
+                Event,
+                "SELECT id, seq, type AS kind, occurred_at, data FROM events
+                 WHERE seq > $1
+                   AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+                   AND ($3::text IS NULL OR type = $3)
+                 ORDER BY seq LIMIT $2",
+                after,
+                limit,
+                kind,
+            )
+            .fetch_all(&state.db)
+            .await?
+        }
+    };
     let next_after = items.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage { items, next_after }))
 }
