@@ -319,7 +319,11 @@ async fn redeem(
         )
         .await?
     {
-        Begun::Replay(resp) => return Ok(resp),
+        Begun::Replay(resp) => {
+            // a replay may be the first answer its client sees (the first was lost)
+            state.reads.wrote(&shopper.user).await;
+            return Ok(resp);
+        }
         Begun::Fresh(reservation) => *reservation,
     };
     // The order first: a redemption queued behind another of the same order reads the
@@ -510,7 +514,11 @@ async fn rollback(
         )
         .await?
     {
-        Begun::Replay(resp) => return Ok(resp),
+        Begun::Replay(resp) => {
+            // a replay may be the first answer its client sees (the first was lost)
+            state.reads.wrote(&shopper.user).await;
+            return Ok(resp);
+        }
         Begun::Fresh(reservation) => *reservation,
     };
     let row: Option<RedemptionRow> = sqlx::query_as!(

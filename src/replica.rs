@@ -24,11 +24,14 @@ use crate::{domain::UserId, redis::Redis};
 
 /// How often the primary's position and the replica's replay are read.
 const SAMPLE: Duration = Duration::from_millis(250);
-/// Users marked in this process at once; beyond it the oldest marks are dropped early
-/// (Redis still holds them, and without Redis the user reads the primary anyway).
+/// Users marked in this process at once; beyond it marks may be dropped early (the
+/// cache evicts by its own measure of use, not by age); Redis still holds them.
 const MARKS_MAX: u64 = 1_000_000;
 /// Samples of the replay the bound is taken over (a second's worth).
 const RECENT: usize = 4;
+/// The longest one sample may take: a replica that does not answer (a dead
+/// connection the kernel has not noticed) is unknown, so not read, not waited on.
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where a read goes.
 #[derive(Clone)]
@@ -127,9 +130,13 @@ impl Reads {
         }
         match &r.redis {
             // marked elsewhere, or Redis cannot say: the primary
-            Some(redis) if redis.exists(&mark_key(user)).await != Some(false) => None,
-            // without Redis there is one instance's marks to know of
-            _ => Some(r.pool.clone()),
+            Some(redis) if redis.exists(&mark_key(user)).await == Some(false) => {
+                Some(r.pool.clone())
+            }
+            // Without Redis no instance knows another's marks, and behind a balancer
+            // a user's next read may land elsewhere: their own data stays on the primary
+            // (the public list still uses the replica).
+            _ => None,
         }
     }
 
@@ -147,6 +154,18 @@ impl Reads {
         }
     }
 
+    /// A guard for a grab in flight: dropped before `settled` (its client left, or the
+    /// deadline answered it), its grant may still commit, so the user is marked as
+    /// having written; a grab that settled marks only if it granted. Nothing without a
+    /// replica.
+    pub fn pending(&self, user: &UserId) -> Option<PendingEffect> {
+        self.replica.as_ref()?;
+        Some(PendingEffect {
+            reads: self.clone(),
+            user: Some(user.clone()),
+        })
+    }
+
     /// Samples the primary's WAL position and the replica's replay, every `SAMPLE`,
     /// for as long as the process runs; returns at once without a replica.
     pub async fn watch(self) {
@@ -161,7 +180,10 @@ impl Reads {
         loop {
             ticks.tick().await;
             let at = Instant::now();
-            match primary_position(&self.primary).await {
+            match tokio::time::timeout(SAMPLE_TIMEOUT, primary_position(&self.primary))
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+            {
                 Ok(lsn) => notes.push_back((lsn, at)),
                 Err(e) => tracing::debug!(error = %e, "primary WAL position unknown"),
             }
@@ -172,7 +194,9 @@ impl Reads {
             {
                 notes.pop_front();
             }
-            let answer = replayed(&r.pool).await;
+            let answer = tokio::time::timeout(SAMPLE_TIMEOUT, replayed(&r.pool))
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
             let standby = !matches!(answer, Ok(None));
             if was_standby && !standby {
                 tracing::warn!("READ_DATABASE_URL is not a standby; reading the primary");
@@ -206,6 +230,33 @@ impl Reads {
     }
 }
 
+/// See `Reads::pending`.
+pub struct PendingEffect {
+    reads: Reads,
+    /// `None` once settled.
+    user: Option<UserId>,
+}
+
+impl PendingEffect {
+    /// The grab's answer is known: mark the user if it granted (or replayed).
+    pub async fn settled(mut self, granted: bool) {
+        if let Some(user) = self.user.take()
+            && granted
+        {
+            self.reads.wrote(&user).await;
+        }
+    }
+}
+
+impl Drop for PendingEffect {
+    fn drop(&mut self) {
+        if let Some(user) = self.user.take() {
+            let reads = self.reads.clone();
+            tokio::spawn(async move { reads.wrote(&user).await });
+        }
+    }
+}
+
 impl Replica {
     /// Whether the replica shows everything committed up to `window` ago.
     fn fresh(&self) -> bool {
@@ -231,14 +282,19 @@ async fn primary_position(primary: &PgPool) -> Result<u64, sqlx::Error> {
     let lsn = sqlx::query_scalar!(r#"SELECT pg_current_wal_lsn()::text AS "lsn!""#)
         .fetch_one(primary)
         .await?;
-    Ok(parse_lsn(&lsn).unwrap_or(0))
+    // an unreadable position must not become 0, which every replica has replayed
+    parse_lsn(&lsn).ok_or_else(|| sqlx::Error::Protocol(format!("unreadable WAL position {lsn}")))
 }
 
 /// The position the replica has replayed; `None` if it is not a standby.
 async fn replayed(replica: &PgPool) -> Result<Option<u64>, sqlx::Error> {
-    let lsn = sqlx::query_scalar!(r#"SELECT pg_last_wal_replay_lsn()::text AS "lsn""#)
-        .fetch_one(replica)
-        .await?;
+    // a promoted server still reports the last position it replayed: only a server in
+    // recovery is a standby
+    let lsn = sqlx::query_scalar!(
+        r#"SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS "lsn""#
+    )
+    .fetch_one(replica)
+    .await?;
     Ok(lsn.as_deref().and_then(parse_lsn))
 }
 
@@ -260,5 +316,51 @@ mod tests {
         for bad in ["", "16", "x/1", "1/", "/1", "1/2/3"] {
             assert_eq!(parse_lsn(bad), None, "{bad}");
         }
+    }
+
+    fn lazy(url: &str) -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy(url)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_grab_dropped_unanswered_marks_its_user_and_a_refused_one_does_not() {
+        let reads = Reads::new(
+            lazy("postgres://nobody@127.0.0.1:9/primary"),
+            Some(lazy("postgres://nobody@127.0.0.1:9/replica")),
+            Duration::from_secs(2),
+            None,
+        );
+        let marked = |u: &UserId| reads.replica.as_ref().unwrap().marked_here(u);
+        let (gone, refused, granted) = (
+            UserId::parse("gone").unwrap(),
+            UserId::parse("refused").unwrap(),
+            UserId::parse("granted").unwrap(),
+        );
+        drop(reads.pending(&gone));
+        reads.pending(&refused).unwrap().settled(false).await;
+        reads.pending(&granted).unwrap().settled(true).await;
+        // the dropped guard marks from a task of its own
+        for _ in 0..100 {
+            if marked(&gone) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            marked(&gone),
+            "a grab that may have committed marks its user"
+        );
+        assert!(marked(&granted));
+        assert!(!marked(&refused));
+        // without a replica there is nothing to mark
+        let plain = Reads::new(
+            lazy("postgres://nobody@127.0.0.1:9/p"),
+            None,
+            Duration::from_secs(2),
+            None,
+        );
+        assert!(plain.pending(&gone).is_none());
     }
 }

@@ -277,6 +277,9 @@ async fn claim(
 ) -> ApiResult<Response> {
     let id = CampaignId::parse(&id)?;
     let timing = state.live.grab(id, &clock);
+    // marks the user's reads for the primary even if this handler is dropped while
+    // its grant may still commit (with a read replica only)
+    let effect = state.reads.pending(&user);
     let result = state
         .grabber
         .grab(id, &user, &req.key, &req.fingerprint, &clock, || {
@@ -290,8 +293,8 @@ async fn claim(
         };
         timing.finish(outcome(&result), status);
     }
-    if result.is_ok() {
-        state.reads.wrote(&user).await;
+    if let Some(effect) = effect {
+        effect.settled(result.is_ok()).await;
     }
     result
 }
