@@ -301,17 +301,22 @@ async fn vouchers_csv(
     version: Version,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = CampaignId::parse(&id)?;
-    chunked(version)?;
-    state.exports.start(id, Export::Vouchers).await
+    answer(&state, version, &id, Export::Vouchers).await
 }
 
-/// Only a chunked body can be cut off visibly: refused before any work otherwise.
-fn chunked(version: Version) -> ApiResult<()> {
+/// Both routes: the campaign id checked, and HTTP/1.1 required, since only a
+/// chunked body can be cut off visibly; both before any work.
+async fn answer(
+    state: &AppState,
+    version: Version,
+    id: &str,
+    export: Export,
+) -> ApiResult<Response> {
+    let id = CampaignId::parse(id)?;
     if version < Version::HTTP_11 {
         return Err(ApiError::UpgradeRequired);
     }
-    Ok(())
+    state.exports.start(id, export).await
 }
 
 #[utoipa::path(get, path = "/v1/admin/campaigns/{id}/redemptions.csv", operation_id = "exportCampaignRedemptionsCsv", tag = "admin",
@@ -328,7 +333,5 @@ async fn redemptions_csv(
     version: Version,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = CampaignId::parse(&id)?;
-    chunked(version)?;
-    state.exports.start(id, Export::Redemptions).await
+    answer(&state, version, &id, Export::Redemptions).await
 }
