@@ -148,21 +148,23 @@ struct Inner {
     limits: BatchLimits,
     lines: Mutex<Lines>,
     work: Notify,
-    /// The campaign of each batch now committing, and when it was sent, by writer.
-    committing: Mutex<HashMap<u64, (Uuid, Instant)>>,
+    /// The campaigns of each batch now committing, and when it was sent, by writer.
+    committing: Mutex<HashMap<u64, (Vec<Uuid>, Instant)>>,
     /// Pooled connections the writers hold now (for `/metrics`).
     held: Arc<AtomicUsize>,
 }
 
 impl Inner {
     /// Whether a grab on `campaign` meets a stalled commit: one of its own campaign,
-    /// or stalled commits on two campaigns or more (Postgres itself stalled).
+    /// or stalled commits on two campaigns or more (Postgres itself stalled: a batch
+    /// of several campaigns waits at most 200 ms for a held row, so its stall is
+    /// Postgres' too).
     fn commit_stalled(&self, campaign: Uuid, now: Instant) -> bool {
         let committing = lock(&self.committing);
         let mut stalled = committing
             .values()
             .filter(|(_, sent)| now.duration_since(*sent) > self.limits.commit_stall)
-            .map(|(id, _)| *id);
+            .flat_map(|(ids, _)| ids.iter().copied());
         match stalled.next() {
             None => false,
             Some(first) => first == campaign || stalled.any(|id| id != first),
@@ -177,8 +179,8 @@ struct Committing<'a> {
 }
 
 impl<'a> Committing<'a> {
-    fn start(inner: &'a Inner, writer: u64, campaign: Uuid) -> Self {
-        lock(&inner.committing).insert(writer, (campaign, Instant::now()));
+    fn start(inner: &'a Inner, writer: u64, campaigns: Vec<Uuid>) -> Self {
+        lock(&inner.committing).insert(writer, (campaigns, Instant::now()));
         Committing { inner, writer }
     }
 }
@@ -341,7 +343,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One writer: takes the next campaign in turn, forms a batch, writes it, repeats.
+/// Campaigns one batch may span: each costs the batch a row lock, and a row held
+/// elsewhere is waited on in a subtransaction of its own, of which a transaction
+/// keeps 64 in memory.
+const MAX_CAMPAIGNS_PER_BATCH: usize = 32;
+
+/// One campaign's grabs in a batch.
+struct Part {
+    campaign: Arc<CampaignRow>,
+    grabs: Vec<Pending>,
+}
+
+/// One writer: takes the next campaigns in turn, forms a batch, writes it, repeats.
 /// Holds its connection only while there is work, so idle writers pin nothing.
 async fn write_batches(inner: Arc<Inner>, writer: u64) {
     let mut held = Held::new(inner.held.clone());
@@ -350,7 +363,7 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
     // progress rather than failing the same size again.
     let mut cap = inner.limits.max_batch;
     loop {
-        let Some((id, campaign)) = next_campaign(&inner) else {
+        let Some(first) = next_campaign(&mut lock(&inner.lines)) else {
             held.release();
             let notified = inner.work.notified();
             tokio::pin!(notified);
@@ -367,7 +380,7 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             Ok(()) => held.get(&inner.db).await.map_err(ApiError::from),
             Err(e) => Err(e),
         };
-        let (batch, expired) = form_batch(&inner, id, cap);
+        let (parts, slots, expired) = form_batch(&inner, first, cap);
         for p in expired {
             let reason = if p.reply.is_closed() {
                 "caller_gone"
@@ -377,17 +390,13 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             metrics::counter!("voucherd_grabs_shed_total", "reason" => reason).increment(1);
             p.answer(Settled::Refused(ApiError::Overloaded));
         }
-        if !batch.is_empty() {
-            metrics::histogram!("voucherd_grant_batch_size").record(batch.len() as f64);
+        let size: usize = parts.iter().map(|p| p.grabs.len()).sum();
+        if size > 0 {
+            metrics::histogram!("voucherd_grant_batch_size").record(size as f64);
             let committed = match conn {
                 Ok(conn) => {
-                    let ok = settle(
-                        conn,
-                        &campaign,
-                        batch,
-                        Committing::start(&inner, writer, id),
-                    )
-                    .await;
+                    let ids = parts.iter().map(|p| p.campaign.id).collect();
+                    let ok = settle(conn, parts, Committing::start(&inner, writer, ids)).await;
                     if !ok {
                         held.discard();
                     }
@@ -395,8 +404,8 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
                 }
                 // Nothing was sent: every grab may be retried as if never made.
                 Err(e) => {
-                    tracing::warn!(error = ?e, size = batch.len(), "no connection for a grant batch; nothing was written");
-                    for p in batch {
+                    tracing::warn!(error = ?e, size, "no connection for a grant batch; nothing was written");
+                    for p in parts.into_iter().flat_map(|p| p.grabs) {
                         p.answer(Settled::Refused(e.clone_refusal()));
                     }
                     false
@@ -409,25 +418,26 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             };
         }
         let mut lines = lock(&inner.lines);
-        if let Some(line) = lines.by_campaign.get_mut(&id) {
-            line.writing -= 1;
-        }
-        if lines.offer(id, inner.limits.per_campaign) {
-            inner.work.notify_one();
+        for id in slots {
+            if let Some(line) = lines.by_campaign.get_mut(&id) {
+                line.writing -= 1;
+            }
+            if lines.offer(id, inner.limits.per_campaign) {
+                inner.work.notify_one();
+            }
         }
     }
 }
 
 /// The next campaign in turn, with a writer slot taken on it.
-fn next_campaign(inner: &Inner) -> Option<(Uuid, Arc<CampaignRow>)> {
-    let mut lines = lock(&inner.lines);
+fn next_campaign(lines: &mut Lines) -> Option<Uuid> {
     while let Some(id) = lines.ring.pop_front() {
         if let Some(line) = lines.by_campaign.get_mut(&id)
             && line.ready
         {
             line.ready = false;
             line.writing += 1;
-            return Some((id, line.campaign.clone()));
+            return Some(id);
         }
     }
     None
@@ -437,19 +447,63 @@ fn next_campaign_ready(inner: &Inner) -> bool {
     !lock(&inner.lines).ring.is_empty()
 }
 
-/// Takes up to `max` live grabs of the campaign, with at most one grab per user: a
-/// user's further grabs wait for the next batch, so each user's limit is checked
-/// exactly as a single grant would check it. Grabs whose caller has gone or whose
-/// deadline has passed are taken out and returned apart, never to be written.
-fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending>) {
+/// Takes up to `max` live grabs, from `first` and then from the next campaigns in
+/// turn while there is room (each joining campaign's writer slot is taken too; all
+/// are returned, to be given back when the batch is done). At most one grab per user
+/// and campaign: a user's further grabs wait for the next batch, so each user's
+/// limit is checked exactly as a single grant would check it. Grabs whose caller has
+/// gone or whose deadline has passed are taken out and returned apart, never to be
+/// written.
+fn form_batch(inner: &Inner, first: Uuid, max: usize) -> (Vec<Part>, Vec<Uuid>, Vec<Pending>) {
     let now = Instant::now();
     let mut lines = lock(&inner.lines);
-    let Some(line) = lines.by_campaign.get_mut(&id) else {
-        return (Vec::new(), Vec::new());
-    };
+    let mut parts = Vec::new();
+    let mut slots = vec![first];
+    let mut expired = Vec::new();
+    let mut room = max;
+    let mut id = first;
+    loop {
+        if let Some(line) = lines.by_campaign.get_mut(&id) {
+            let grabs = take_grabs(line, room, now, &mut expired);
+            room -= grabs.len();
+            if !grabs.is_empty() {
+                parts.push(Part {
+                    campaign: line.campaign.clone(),
+                    grabs,
+                });
+            }
+        }
+        if room == 0 || slots.len() >= MAX_CAMPAIGNS_PER_BATCH {
+            break;
+        }
+        // Room left: the next campaign in turn joins this batch.
+        match next_campaign(&mut lines) {
+            Some(next) => {
+                slots.push(next);
+                id = next;
+            }
+            None => break,
+        }
+    }
+    // More is waiting: let another writer form the next batch while this one writes.
+    for id in &slots {
+        if lines.offer(*id, inner.limits.per_campaign) {
+            inner.work.notify_one();
+        }
+    }
+    (parts, slots, expired)
+}
+
+/// Up to `max` grabs of one campaign's queue, at most one per user; expired ones go
+/// to `expired`.
+fn take_grabs(
+    line: &mut Line,
+    max: usize,
+    now: Instant,
+    expired: &mut Vec<Pending>,
+) -> Vec<Pending> {
     let mut users = HashSet::new();
     let mut batch = Vec::new();
-    let mut expired = Vec::new();
     let mut later = VecDeque::new();
     while let Some(mut p) = line.waiting.pop_front() {
         if p.reply.is_closed() || p.deadline <= now {
@@ -472,11 +526,7 @@ fn form_batch(inner: &Inner, id: Uuid, max: usize) -> (Vec<Pending>, Vec<Pending
         }
     }
     line.waiting = later;
-    // More is waiting: let another writer form the next batch while this one writes.
-    if lines.offer(id, inner.limits.per_campaign) {
-        inner.work.notify_one();
-    }
-    (batch, expired)
+    batch
 }
 
 /// A writer's connection, kept while batches come back to back: the pool pings a
@@ -543,74 +593,65 @@ impl Drop for Held {
 /// every grab in it gets a retryable 503 with no effect. A batch whose outcome is
 /// unknown (the connection broke after the call was sent) answers 409
 /// `idempotency_key_in_use`: the keys' retries find out what committed.
-async fn settle(
-    conn: &mut PgConnection,
-    campaign: &CampaignRow,
-    batch: Vec<Pending>,
-    committing: Committing<'_>,
-) -> bool {
+async fn settle(conn: &mut PgConnection, parts: Vec<Part>, committing: Committing<'_>) -> bool {
     // A grab whose request has just been answered by the timeout is not sent.
-    let (batch, timed_out): (Vec<Pending>, Vec<Pending>) =
-        batch.into_iter().partition(|p| p.clock.begin_commit());
-    for p in timed_out {
-        p.answer(Settled::Refused(ApiError::Overloaded));
+    let mut sent = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (grabs, timed_out): (Vec<Pending>, Vec<Pending>) =
+            part.grabs.into_iter().partition(|p| p.clock.begin_commit());
+        for p in timed_out {
+            p.answer(Settled::Refused(ApiError::Overloaded));
+        }
+        if !grabs.is_empty() {
+            sent.push(Part {
+                campaign: part.campaign,
+                grabs,
+            });
+        }
     }
-    if batch.is_empty() {
+    if sent.is_empty() {
         return true;
     }
-    let result = commit(conn, campaign, &batch).await;
+    let result = commit(conn, &sent).await;
     drop(committing);
     let committed = result.is_ok();
-    let outcomes = match result {
-        Ok(outcomes) => outcomes,
+    let grabs = sent.into_iter().flat_map(|p| p.grabs);
+    match result {
+        Ok(outcomes) => {
+            for (p, outcome) in grabs.zip(outcomes) {
+                p.answer(outcome);
+            }
+        }
         Err(e) => {
             let refusal = if matches!(e, sqlx::Error::Database(_)) {
                 ApiError::from(e)
             } else {
-                tracing::warn!(error = %e, size = batch.len(), "grant batch outcome unknown");
+                tracing::warn!(error = %e, "grant batch outcome unknown");
                 ApiError::IdempotencyKeyInUse
             };
-            tracing::warn!(error = ?refusal, size = batch.len(), "grant batch failed");
-            batch
-                .iter()
-                .map(|_| Settled::Refused(refusal.clone_refusal()))
-                .collect()
+            tracing::warn!(error = ?refusal, "grant batch failed");
+            for p in grabs {
+                p.answer(Settled::Refused(refusal.clone_refusal()));
+            }
         }
-    };
-    for (p, outcome) in batch.into_iter().zip(outcomes) {
-        p.answer(outcome);
     }
     committed
 }
 
-/// What `grant_batch` reports (grabs numbered from 1 in batch order).
-struct BatchResult {
-    /// Grabs whose key this batch reserved (recorded with its grant); the name is
-    /// the function's output column (migration 0013).
-    o_reserved: Vec<i32>,
-    /// Reserved grabs within their user's limit, in batch order.
-    o_eligible: Vec<i32>,
-    /// How many of `o_eligible`, from the front, were granted.
-    o_granted: i32,
-    /// Grabs whose key was already recorded: replayed from the record.
-    o_taken: Vec<i32>,
-    /// Grabs whose key another transaction holds uncommitted: 409, retry.
-    o_busy: Vec<i32>,
-    /// Why grabs not granted were refused, judged by Postgres with its own clock:
-    /// `open` (so: sold out by this batch), `sold_out`, `paused`, `scheduled`, `ended`.
-    o_state: String,
-}
-
-/// The batch: one call of `grant_batch` (see migrations/README.md for the file that
+/// The batch: one call of `grant_batches` (see migrations/README.md for the file that
 /// holds its live body), which runs the set-based statements in one implicit
-/// transaction and one round trip, taking the campaign row last so it is locked only
-/// until the call commits.
-async fn commit(
-    conn: &mut PgConnection,
-    campaign: &CampaignRow,
-    batch: &[Pending],
-) -> Result<Vec<Settled>, sqlx::Error> {
-    let grabs: Vec<&Prepared> = batch.iter().map(|p| &p.grab).collect();
+/// transaction and one round trip, taking the campaigns' rows last so they are locked
+/// only until the call commits. Returns each grab's outcome, in the parts' order.
+async fn commit(conn: &mut PgConnection, parts: &[Part]) -> Result<Vec<Settled>, sqlx::Error> {
+    let grabs: Vec<&Prepared> = parts
+        .iter()
+        .flat_map(|p| p.grabs.iter().map(|g| &g.grab))
+        .collect();
+    let campaign_of: Vec<i32> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| std::iter::repeat_n(i as i32 + 1, p.grabs.len()))
+        .collect();
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
     let fingerprints: Vec<&[u8]> = grabs.iter().map(|g| g.fingerprint.as_slice()).collect();
     let bodies: Vec<&[u8]> = grabs.iter().map(|g| g.body.as_slice()).collect();
@@ -620,26 +661,27 @@ async fn commit(
     let expires_at: Vec<chrono::DateTime<chrono::Utc>> =
         grabs.iter().map(|g| g.voucher.expires_at).collect();
     let event_ids: Vec<Uuid> = grabs.iter().map(|g| g.event_id).collect();
+    let campaigns: Vec<&CampaignRow> = parts.iter().map(|p| &*p.campaign).collect();
+    let campaign_ids: Vec<Uuid> = campaigns.iter().map(|c| c.id).collect();
+    let limits: Vec<i32> = campaigns.iter().map(|c| c.per_user_limit).collect();
+    let discounts: Vec<&sqlx::types::Json<crate::domain::Discount>> =
+        campaigns.iter().map(|c| &c.discount).collect();
+    let min_orders: Vec<i64> = campaigns.iter().map(|c| c.min_order_amount).collect();
+    let sold_out_ids: Vec<Uuid> = campaigns.iter().map(|_| Uuid::now_v7()).collect();
     // Named arguments: two adjacent arrays of one type can never swap unnoticed. The
-    // outputs are never null (the function sets each before it returns). Arrays of
+    // output is never null (the function sets it before it returns). Arrays of
     // borrowed elements (`&str`, `&[u8]`) encode as the owned ones do, but the macro's
     // type check knows only owned elements: `as _` skips that check for them (and for
     // the JSON wrapper) rather than copy every key, code and body of every batch.
-    let r = sqlx::query_as!(
-        BatchResult,
-        r#"SELECT o_reserved AS "o_reserved!", o_eligible AS "o_eligible!",
-                  o_granted AS "o_granted!", o_taken AS "o_taken!", o_busy AS "o_busy!",
-                  o_state AS "o_state!"
-           FROM grant_batch(
-             p_campaign => $1, p_per_user_limit => $2, p_discount => $3, p_min_order => $4,
-             p_scopes => $5, p_keys => $6, p_fingerprints => $7, p_bodies => $8,
-             p_ids => $9, p_codes => $10, p_users => $11, p_issued_at => $12,
-             p_expires_at => $13, p_event_ids => $14, p_events => $15,
-             p_issued_type => $16, p_sold_out_type => $17, p_sold_out_id => $18)"#,
-        campaign.id,
-        campaign.per_user_limit,
-        &campaign.discount as _,
-        campaign.min_order_amount,
+    let words: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT o_outcomes AS "o_outcomes!"
+           FROM grant_batches(
+             p_campaign_of => $1, p_scopes => $2, p_keys => $3, p_fingerprints => $4,
+             p_bodies => $5, p_ids => $6, p_codes => $7, p_users => $8, p_issued_at => $9,
+             p_expires_at => $10, p_event_ids => $11, p_events => $12, p_campaigns => $13,
+             p_limits => $14, p_discounts => $15, p_min_orders => $16,
+             p_sold_out_ids => $17, p_issued_type => $18, p_sold_out_type => $19)"#,
+        &campaign_of,
         &col(|g| &g.scope) as _,
         &col(|g| &g.key) as _,
         &fingerprints as _,
@@ -651,44 +693,34 @@ async fn commit(
         &expires_at,
         &event_ids,
         &col(|g| &g.event) as _,
+        &campaign_ids,
+        &limits,
+        &discounts as _,
+        &min_orders,
+        &sold_out_ids,
         EventType::VoucherIssued.as_str(),
         EventType::CampaignSoldOut.as_str(),
-        Uuid::now_v7(),
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(outcomes(&r, batch.len()))
+    Ok(outcomes(&words, grabs.len()))
 }
 
-/// Each grab's outcome from the function's report.
-fn outcomes(r: &BatchResult, n: usize) -> Vec<Settled> {
-    let refusal = match r.o_state.as_str() {
-        "paused" => ApiError::CampaignNotActive("paused"),
-        "scheduled" => ApiError::CampaignNotActive("not open yet"),
-        "ended" => ApiError::CampaignNotActive("over"),
-        _ => ApiError::SoldOut,
-    };
-    // Every grab is in exactly one of taken, busy or reserved.
-    let mut outcome: Vec<Settled> = (0..n)
-        .map(|_| Settled::Refused(refusal.clone_refusal()))
-        .collect();
-    let at = |i: i32| usize::try_from(i - 1).ok().filter(|i| *i < n);
-    for i in r.o_taken.iter().filter_map(|i| at(*i)) {
-        outcome[i] = Settled::KeyTaken;
-    }
-    for i in r.o_busy.iter().filter_map(|i| at(*i)) {
-        outcome[i] = Settled::Refused(ApiError::IdempotencyKeyInUse);
-    }
-    let eligible: HashSet<i32> = r.o_eligible.iter().copied().collect();
-    let reserved = &r.o_reserved;
-    for i in reserved.iter().filter(|i| !eligible.contains(i)) {
-        if let Some(i) = at(*i) {
-            outcome[i] = Settled::Refused(ApiError::LimitReached);
-        }
-    }
-    let granted = usize::try_from(r.o_granted).unwrap_or(0);
-    for i in r.o_eligible.iter().take(granted).filter_map(|i| at(*i)) {
-        outcome[i] = Settled::Granted;
-    }
-    outcome
+/// Each grab's outcome from the function's word for it. A missing or unknown word
+/// (never sent by the function) is a refusal that records nothing.
+fn outcomes(words: &[String], n: usize) -> Vec<Settled> {
+    (0..n)
+        .map(|i| match words.get(i).map(String::as_str) {
+            Some("granted") => Settled::Granted,
+            Some("taken") => Settled::KeyTaken,
+            Some("busy") => Settled::Refused(ApiError::IdempotencyKeyInUse),
+            Some("limit_reached") => Settled::Refused(ApiError::LimitReached),
+            Some("sold_out") => Settled::Refused(ApiError::SoldOut),
+            Some("paused") => Settled::Refused(ApiError::CampaignNotActive("paused")),
+            Some("scheduled") => Settled::Refused(ApiError::CampaignNotActive("not open yet")),
+            Some("ended") => Settled::Refused(ApiError::CampaignNotActive("over")),
+            // "stalled": its campaign's row was held elsewhere past the batch's wait.
+            _ => Settled::Refused(ApiError::Overloaded),
+        })
+        .collect()
 }

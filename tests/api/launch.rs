@@ -59,6 +59,17 @@ async fn until_blocked_by(app: &TestApp, blocker: &mut Transaction<'_, Postgres>
     panic!("fewer than {n} voucherd backends ever waited on the held row");
 }
 
+/// Waits until at least `n` grabs wait in the writers' queues (behind a plug).
+async fn until_queued(app: &TestApp, n: usize) {
+    for _ in 0..600 {
+        if metric(app, "voucherd_grab_queue_depth").await >= n as f64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} grabs ever queued");
+}
+
 async fn side_connection(url: &str) -> PgConnection {
     PgConnection::connect(url).await.unwrap()
 }
@@ -545,15 +556,7 @@ async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
         tokio::spawn(async move { app.grab(&t, &c, &k).await })
     };
     // All 51 queued behind the plug before the row is released.
-    let mut all_queued = false;
-    for _ in 0..600 {
-        if metric(&app, "voucherd_grab_queue_depth").await >= 51.0 {
-            all_queued = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(all_queued, "the 51 grabs never queued behind the plug");
+    until_queued(&app, 51).await;
     held.rollback().await.unwrap();
     // The plug itself may have given up on the row lock (503): it only held the
     // writer while the others queued.
@@ -588,4 +591,77 @@ async fn a_key_held_elsewhere_never_fails_other_users_grabs() {
             .unwrap();
     assert_eq!(held_by_k, 1);
     app.assert_invariants(&campaign).await;
+}
+
+/// A batch spans campaigns: one whose row a stalled transaction holds is left out of
+/// it after a short wait (its grab refused with a retryable 503 that records
+/// nothing), and the other campaigns' grabs in the same batch are granted at once,
+/// not held until the stall ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_campaign_in_a_batch_of_several_never_holds_the_others() {
+    // One writer for every campaign, so the grabs below queue behind the plug and
+    // are written in one batch.
+    let app = TestApp::spawn_with(RedisMode::Real, &[("GRAB_WRITER_CONNECTIONS", "1")]).await;
+    let (plugged, stalled, free) = (
+        app.campaign(1000, 1).await,
+        app.campaign(1000, 1).await,
+        app.campaign(1000, 1).await,
+    );
+    let mut plug_conn = side_connection(&database_url()).await;
+    let mut plug_row = hold_row(&mut plug_conn, &plugged).await;
+    let plug = {
+        let (app, c) = (app.clone(), plugged.clone());
+        tokio::spawn(async move { app.grab(&token(&unique("plug")), &c, &unique("k")).await })
+    };
+    until_blocked_by(&app, &mut plug_row, 1).await;
+
+    let mut stall_conn = side_connection(&database_url()).await;
+    let stall_row = hold_row(&mut stall_conn, &stalled).await;
+    let (s_token, s_key) = (token(&unique("s")), unique("k"));
+    let on_stalled = {
+        let (app, c, t, k) = (app.clone(), stalled.clone(), s_token.clone(), s_key.clone());
+        tokio::spawn(async move { app.grab(&t, &c, &k).await })
+    };
+    until_queued(&app, 1).await;
+    let on_free: Vec<_> = (0..5)
+        .map(|_| {
+            let (app, c) = (app.clone(), free.clone());
+            tokio::spawn(async move { app.grab(&token(&unique("u")), &c, &unique("k")).await })
+        })
+        .collect();
+    until_queued(&app, 6).await;
+    let batches = metric(&app, "voucherd_grant_batch_size_count").await;
+    plug_row.rollback().await.unwrap();
+    assert_eq!(plug.await.unwrap().status, StatusCode::CREATED);
+
+    // The free campaign's grabs are answered while the other row is still held.
+    let answers: Vec<Grab> = join_all(on_free)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let t = tally(&answers);
+    assert_eq!(t.get(&(201, String::new())), Some(&5), "{t:?}");
+    let s = on_stalled.await.unwrap();
+    assert_eq!(
+        (s.status, s.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "{:?}",
+        s.body
+    );
+    assert_jittered_retry_after(&s);
+    // The six were one batch over both campaigns.
+    assert_eq!(
+        metric(&app, "voucherd_grant_batch_size_count").await - batches,
+        1.0
+    );
+
+    // Nothing was recorded for it: once the row is free the same key grants afresh.
+    stall_row.rollback().await.unwrap();
+    let again = app.grab_settled(&s_token, &stalled, &s_key).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert!(!again.replayed);
+    for campaign in [&plugged, &stalled, &free] {
+        app.assert_invariants(campaign).await;
+    }
 }

@@ -55,14 +55,40 @@ pub struct Args {
     /// Postgres, read for transactions per request (`pg_stat_database`).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Campaigns live at once in the many-campaigns grants path.
+    #[arg(long, default_value_t = 50)]
+    pub campaigns: usize,
+    /// The wrk binary: when given, grants on the hot campaign are also driven by wrk
+    /// (`loadtest/wrk/grab.lua`), against a ceiling measured through the same script.
+    #[arg(long)]
+    pub wrk: Option<PathBuf>,
+    /// Only these paths (comma-separated ids: grants, single, campaigns, wrk,
+    /// refusals, replays, wallet, public); all of them when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Option<Vec<String>>,
 }
 
 /// CPU time (user + system) of a process, in microseconds.
 fn cpu_us(pid: u32) -> Option<u64> {
+    proc_ticks(pid, 11)
+}
+
+/// CPU time of this process and of its children that have exited (wrk), in
+/// microseconds.
+fn own_cpu_us() -> Option<u64> {
+    let me = std::process::id();
+    Some(proc_ticks(me, 11)? + proc_ticks(me, 13)?)
+}
+
+/// Two adjacent tick fields of `/proc/<pid>/stat` (counted after the command name)
+/// summed, in microseconds: 11 is user + system time, 13 the same for waited-for
+/// children.
+fn proc_ticks(pid: u32, first: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let ticks: u64 =
+        fields.get(first)?.parse::<u64>().ok()? + fields.get(first + 1)?.parse::<u64>().ok()?;
     Some(ticks * 10_000) // USER_HZ is 100 on Linux
 }
 
@@ -206,23 +232,24 @@ const USERS: u64 = 250_000;
 
 fn grab_step(
     api: &Api,
-    campaign: String,
+    campaigns: Vec<String>,
     run: String,
     user_of: fn(&str, u64) -> String,
     key_of: fn(&str, u64) -> String,
     want: u16,
     want_code: &'static str,
 ) -> Step {
-    let campaign = Arc::new(campaign);
+    let campaigns = Arc::new(campaigns);
     let run = Arc::new(run);
     let tokens: Arc<Vec<String>> =
         Arc::new((0..USERS).map(|j| api.token(&user_of(&run, j))).collect());
     Arc::new(move |api: Api, i: u64| {
-        let (campaign, run, tokens) = (campaign.clone(), run.clone(), tokens.clone());
+        let (campaigns, run, tokens) = (campaigns.clone(), run.clone(), tokens.clone());
         Box::pin(async move {
             let token = &tokens[(i % USERS) as usize];
+            let campaign = &campaigns[(i % campaigns.len() as u64) as usize];
             match api
-                .grab(&campaign, token, &key_of(&run, i), Duration::from_secs(30))
+                .grab(campaign, token, &key_of(&run, i), Duration::from_secs(30))
                 .await
             {
                 Reply::Answer { status, code, .. } => status == want && code == want_code,
@@ -230,6 +257,89 @@ fn grab_step(
             }
         })
     })
+}
+
+/// wrk driving one path through `loadtest/wrk/grab.lua`, which builds each request
+/// (a user's token and a fresh key) the same way for the grab and for its ceiling.
+struct Wrk {
+    bin: PathBuf,
+    url: String,
+    tokens: PathBuf,
+    campaign: String,
+    run: String,
+    connections: usize,
+    /// Runs so far: each run's keys carry its number, so no run replays another's.
+    runs: AtomicU64,
+    /// Requests sent by the runs so far: the next run starts at the user after the
+    /// last one served, so users reach their limit only once every user has.
+    sent: AtomicU64,
+}
+
+/// What one wrk run reported (its `done` line).
+struct WrkReport {
+    requests: u64,
+    seconds: f64,
+    bad: u64,
+    latency: Latency,
+}
+
+impl Wrk {
+    async fn run(&self, mode: &str, duration: Duration) -> anyhow::Result<WrkReport> {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let out = tokio::process::Command::new(&self.bin)
+            .args(["-t2", &format!("-c{}", self.connections)])
+            .arg(format!("-d{}s", duration.as_secs().max(1)))
+            .args([
+                "--timeout",
+                "30s",
+                "-s",
+                "loadtest/wrk/grab.lua",
+                &self.url,
+                "--",
+                mode,
+            ])
+            .arg(&self.tokens)
+            .args([&self.campaign, &format!("{}-w{n}", self.run), "2"])
+            .arg(self.sent.load(Ordering::Relaxed).to_string())
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("WRK "))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "wrk reported nothing: {stdout} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(f.len() == 8, "wrk's report line: {line}");
+        self.sent.fetch_add(f[0], Ordering::Relaxed);
+        let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+        Ok(WrkReport {
+            requests: f[0],
+            seconds: f[1] as f64 / 1e6,
+            bad: f[2] + f[3],
+            latency: Latency {
+                p50_ms: ms(f[4]),
+                p90_ms: ms(f[5]),
+                p99_ms: ms(f[6]),
+                max_ms: ms(f[7]),
+            },
+        })
+    }
+}
+
+/// How a path's requests are sent.
+#[derive(Clone)]
+enum Driver {
+    Loadgen(Api, Step),
+    /// wrk, in the script's mode `grab` or `healthz`.
+    Wrk(Arc<Wrk>, &'static str),
 }
 
 fn get_step(path: String, token: Option<String>) -> Step {
@@ -263,37 +373,56 @@ struct Sample {
     loadgen_cpu_us: Option<u64>,
     /// Machine CPU ticks: (all, idle, steal).
     ticks: Option<(u64, u64, u64)>,
+    /// wrk's own percentiles (its runs carry no histogram to merge).
+    latency: Option<Latency>,
 }
 
 async fn sample(
-    api: &Api,
     args: &Args,
-    step: Step,
+    driver: &Driver,
     pid: Option<u32>,
     db: &Option<sqlx::PgPool>,
-) -> Sample {
-    let me = std::process::id();
+) -> anyhow::Result<Sample> {
+    if let Driver::Wrk(wrk, mode) = driver {
+        // wrk has no warm-up of its own: a short run first, not counted.
+        wrk.run(mode, Duration::from_secs(1)).await?;
+    }
     let (cpu0, pg0, tx0, me0, ticks0) = (
         pid.and_then(cpu_us),
         postgres_cpu_us(),
         pg_counters(db).await,
-        cpu_us(me),
+        own_cpu_us(),
         machine_ticks(),
     );
-    let (n, bad, h) = measure(api, args.connections, args.duration, step).await;
+    let (n, bad, h, latency, seconds) = match driver {
+        Driver::Loadgen(api, step) => {
+            let (n, bad, h) = measure(api, args.connections, args.duration, step.clone()).await;
+            (n, bad, h, None, args.duration.as_secs_f64())
+        }
+        Driver::Wrk(wrk, mode) => {
+            let r = wrk.run(mode, args.duration).await?;
+            (
+                r.requests,
+                r.bad,
+                report::histogram(),
+                Some(r.latency),
+                r.seconds,
+            )
+        }
+    };
     let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.saturating_sub(b));
-    Sample {
+    Ok(Sample {
         n,
         bad,
         h,
-        rate: n as f64 / args.duration.as_secs_f64(),
+        rate: n as f64 / seconds.max(1e-3),
         server_cpu_us: delta(pid.and_then(cpu_us), cpu0),
         postgres_cpu_us: postgres_cpu_us().saturating_sub(pg0),
         pg: pg_counters(db)
             .await
             .zip(tx0)
             .map(|(a, b)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]]),
-        loadgen_cpu_us: delta(cpu_us(me), me0),
+        loadgen_cpu_us: delta(own_cpu_us(), me0),
         ticks: machine_ticks().zip(ticks0).map(|(a, b)| {
             (
                 a.0.saturating_sub(b.0),
@@ -301,7 +430,8 @@ async fn sample(
                 a.2.saturating_sub(b.2),
             )
         }),
-    }
+        latency,
+    })
 }
 
 /// A path's samples over all rounds.
@@ -330,6 +460,7 @@ impl Tally {
         self.samples.push(Sample {
             h: s.h.clone(),
             ticks: s.ticks,
+            latency: s.latency.clone(),
             ..*s
         });
         self.ratios.extend(ratio);
@@ -379,7 +510,28 @@ impl Tally {
                 round2(median(self.ratios.clone()))
             },
             ratio_per_round: ratios,
-            latency: report::latency(&h),
+            latency: if self.samples.iter().any(|s| s.latency.is_some()) {
+                // wrk's runs: the median over rounds of each percentile, the max of maxima.
+                let of = |f: fn(&Latency) -> f64| {
+                    let v = self
+                        .samples
+                        .iter()
+                        .filter_map(|s| s.latency.as_ref().map(f));
+                    median(v.collect())
+                };
+                Latency {
+                    p50_ms: of(|l| l.p50_ms),
+                    p90_ms: of(|l| l.p90_ms),
+                    p99_ms: of(|l| l.p99_ms),
+                    max_ms: self
+                        .samples
+                        .iter()
+                        .filter_map(|s| s.latency.as_ref().map(|l| l.max_ms))
+                        .fold(0.0, f64::max),
+                }
+            } else {
+                report::latency(&h)
+            },
             unexpected: self.samples.iter().map(|s| s.bad).sum(),
             requests: n,
             server_cpu_us: per(sum(|s| s.server_cpu_us)),
@@ -430,18 +582,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut paths: Vec<(String, Api, Step)> = vec![
-        (
-            "`GET /healthz` (ceiling)".into(),
-            api.clone(),
-            get_step("/healthz".into(), None),
-        ),
-        (
-            args.grants_label.clone(),
+    let wanted = |id: &str| {
+        args.paths
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|w| w == id))
+    };
+    let loadgen_ceiling = Driver::Loadgen(api.clone(), get_step("/healthz".into(), None));
+    // (id, row, driver, the ceiling it is measured against, its instance's pid)
+    let mut paths: Vec<(&str, String, Driver, Driver, Option<u32>)> = Vec::new();
+    let mut add = |id: &'static str, name: String, driver: Driver, ceiling: &Driver| {
+        if wanted(id) {
+            paths.push((id, name, driver, ceiling.clone(), args.server_pid));
+        }
+    };
+    add(
+        "grants",
+        args.grants_label.clone(),
+        Driver::Loadgen(
             api.clone(),
             grab_step(
                 &api,
-                hot.clone(),
+                vec![hot.clone()],
                 run.clone(),
                 |r, i| format!("{r}-g{i}"),
                 |r, i| format!("{r}-gk{i}"),
@@ -449,8 +610,58 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "",
             ),
         ),
-    ];
-    if let Some(url) = &args.compare_url {
+        &loadgen_ceiling,
+    );
+    if wanted("campaigns") {
+        let mut many = Vec::with_capacity(args.campaigns);
+        for _ in 0..args.campaigns.max(1) {
+            many.push(api.create_campaign(args.stock, 5).await?);
+        }
+        add(
+            "campaigns",
+            format!("grants, {} campaigns at once", args.campaigns.max(1)),
+            Driver::Loadgen(
+                api.clone(),
+                grab_step(
+                    &api,
+                    many,
+                    run.clone(),
+                    |r, i| format!("{r}-m{i}"),
+                    |r, i| format!("{r}-mk{i}"),
+                    201,
+                    "",
+                ),
+            ),
+            &loadgen_ceiling,
+        );
+    }
+    let mut wrk_ceiling = None;
+    if let Some(bin) = args.wrk.clone().filter(|_| wanted("wrk")) {
+        let tokens = std::env::temp_dir().join(format!("voucherd-bench-{run}.tokens"));
+        let lines: Vec<String> = (0..USERS)
+            .map(|j| api.token(&format!("{run}-w{j}")))
+            .collect();
+        std::fs::write(&tokens, lines.join("\n") + "\n")?;
+        let wrk = Arc::new(Wrk {
+            bin,
+            url: api.base.clone(),
+            tokens,
+            campaign: hot.clone(),
+            run: run.clone(),
+            connections: args.connections,
+            runs: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        });
+        let ceiling = Driver::Wrk(wrk.clone(), "healthz");
+        add(
+            "wrk",
+            format!("{}, driven by wrk", args.grants_label),
+            Driver::Wrk(wrk, "grab"),
+            &ceiling,
+        );
+        wrk_ceiling = Some(ceiling);
+    }
+    if let Some(url) = args.compare_url.as_ref().filter(|_| wanted("single")) {
         let other = Api::new(
             &Target {
                 url: url.clone(),
@@ -460,89 +671,111 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )?;
         let other_hot = other.create_campaign(args.stock, 5).await?;
         paths.push((
+            "single",
             args.compare_label.clone(),
-            other.clone(),
-            grab_step(
-                &other,
-                other_hot,
-                run.clone(),
-                |r, i| format!("{r}-s{i}"),
-                |r, i| format!("{r}-sk{i}"),
-                201,
-                "",
+            Driver::Loadgen(
+                other.clone(),
+                grab_step(
+                    &other,
+                    vec![other_hot],
+                    run.clone(),
+                    |r, i| format!("{r}-s{i}"),
+                    |r, i| format!("{r}-sk{i}"),
+                    201,
+                    "",
+                ),
             ),
+            loadgen_ceiling.clone(),
+            args.compare_pid,
         ));
     }
-    paths.extend([
-        (
-            "refusals, sold-out campaign".to_string(),
-            api.clone(),
-            grab_step(
-                &api,
-                sold_out.clone(),
-                run.clone(),
-                |r, i| format!("{r}-late{i}"),
-                |r, i| format!("{r}-lk{i}"),
-                409,
-                "sold_out",
-            ),
+    let mut add = |id: &'static str, name: &str, step: Step| {
+        if wanted(id) {
+            paths.push((
+                id,
+                name.to_string(),
+                Driver::Loadgen(api.clone(), step),
+                loadgen_ceiling.clone(),
+                args.server_pid,
+            ));
+        }
+    };
+    add(
+        "refusals",
+        "refusals, sold-out campaign",
+        grab_step(
+            &api,
+            vec![sold_out.clone()],
+            run.clone(),
+            |r, i| format!("{r}-late{i}"),
+            |r, i| format!("{r}-lk{i}"),
+            409,
+            "sold_out",
         ),
-        (
-            "idempotent replays".to_string(),
-            api.clone(),
-            grab_step(
-                &api,
-                hot.clone(),
-                run.clone(),
-                |r, _| format!("{r}-holder"),
-                |r, _| format!("{r}-wallet-0"),
-                201,
-                "",
-            ),
+    );
+    add(
+        "replays",
+        "idempotent replays",
+        grab_step(
+            &api,
+            vec![hot.clone()],
+            run.clone(),
+            |r, _| format!("{r}-holder"),
+            |r, _| format!("{r}-wallet-0"),
+            201,
+            "",
         ),
-        (
-            "wallet reads (5 vouchers)".to_string(),
-            api.clone(),
-            get_step("/v1/me/vouchers".into(), Some(holder_token.clone())),
-        ),
-        (
-            "public campaign reads".to_string(),
-            api.clone(),
-            get_step(format!("/v1/campaigns/{hot}"), None),
-        ),
-    ]);
+    );
+    add(
+        "wallet",
+        "wallet reads (5 vouchers)",
+        get_step("/v1/me/vouchers".into(), Some(holder_token.clone())),
+    );
+    add(
+        "public",
+        "public campaign reads",
+        get_step(format!("/v1/campaigns/{hot}"), None),
+    );
 
     let db = match &args.database_url {
         Some(url) => Some(sqlx::PgPool::connect(url).await?),
         None => None,
     };
-    // Each path is measured right after its own /healthz ceiling, in several rounds:
-    // on a shared machine the speed drifts by a third within minutes, so a ratio
-    // taken against a ceiling measured minutes earlier says more about the drift than
-    // about the path. Each row reports the median over rounds.
-    let (ceiling_name, _, ceiling_step) = paths.remove(0);
+    // Each path is measured right after its own /healthz ceiling (through the same
+    // driver), in several rounds: on a shared machine the speed drifts by a third
+    // within minutes, so a ratio taken against a ceiling measured minutes earlier says
+    // more about the drift than about the path. Each row reports the median over
+    // rounds.
     let mut ceiling = Tally::default();
+    let mut wrk_ceiling_tally = Tally::default();
     let mut tallies: Vec<Tally> = paths.iter().map(|_| Tally::default()).collect();
     for round in 1..=args.rounds {
-        for ((name, target, step), tally) in paths.iter().zip(&mut tallies) {
+        for ((id, name, driver, base_driver, pid), tally) in paths.iter().zip(&mut tallies) {
             eprintln!("bench: round {round} of {}: {name}", args.rounds);
-            let pid = if args.compare_url.is_some() && *name == args.compare_label {
-                args.compare_pid
-            } else {
-                args.server_pid
-            };
-            let base = sample(&api, &args, ceiling_step.clone(), args.server_pid, &db).await;
-            let s = sample(target, &args, step.clone(), pid, &db).await;
+            let base = sample(&args, base_driver, args.server_pid, &db).await?;
+            let s = sample(&args, driver, *pid, &db).await?;
             tally.add(&s, Some(s.rate / base.rate.max(1.0)));
-            ceiling.add(&base, None);
+            if *id == "wrk" {
+                wrk_ceiling_tally.add(&base, None);
+            } else {
+                ceiling.add(&base, None);
+            }
         }
     }
-    let mut rows = vec![ceiling.row(ceiling_name)];
+    let mut rows = Vec::new();
+    if !ceiling.samples.is_empty() {
+        rows.push(ceiling.row("`GET /healthz` (ceiling)".into()));
+    }
+    if wrk_ceiling.is_some() {
+        rows.push(
+            wrk_ceiling_tally.row("`GET /healthz` through the wrk script (its ceiling)".into()),
+        );
+    }
     rows.extend(
         paths
             .into_iter()
             .zip(tallies)
-            .map(|((name, ..), t)| t.row(name)),
+            .map(|((_, name, ..), t)| t.row(name)),
     );
     let audit = api
         .admin_get(&format!("/v1/admin/campaigns/{hot}/audit"))
