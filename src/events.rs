@@ -11,7 +11,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -108,11 +108,21 @@ pub(crate) struct DeadLetter {
     pub last_error: Option<String>,
 }
 
-/// An `Event` from a row of a `query!` that selected `id, seq, type AS kind,
+/// An event as stored. A grant's `voucher.issued` event carries no data: its id is
+/// its voucher's, and its data is rebuilt from the voucher row (migration 0020).
+pub(crate) struct StoredEvent {
+    pub id: Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Option<Value>,
+}
+
+/// A `StoredEvent` from a row of a `query!` that selected `id, seq, type AS kind,
 /// occurred_at, data`.
 macro_rules! event_from {
     ($r:expr) => {
-        $crate::events::Event {
+        $crate::events::StoredEvent {
             id: $r.id,
             seq: $r.seq,
             kind: $r.kind,
@@ -122,6 +132,49 @@ macro_rules! event_from {
     };
 }
 pub(crate) use event_from;
+
+/// The events as consumers see them: the data of grants' events rebuilt from their
+/// vouchers, read in one query.
+pub(crate) async fn with_data(
+    conn: &mut PgConnection,
+    stored: Vec<StoredEvent>,
+) -> ApiResult<Vec<Event>> {
+    let bare: Vec<Uuid> = stored
+        .iter()
+        .filter(|e| e.data.is_none())
+        .map(|e| e.id)
+        .collect();
+    let vouchers: std::collections::HashMap<Uuid, crate::vouchers::VoucherRow> = if bare.is_empty()
+    {
+        Default::default()
+    } else {
+        crate::vouchers::by_ids(conn, &bare)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect()
+    };
+    stored
+        .into_iter()
+        .map(|e| {
+            let data = match e.data {
+                Some(data) => data,
+                // Never without its voucher: both are written and removed together.
+                None => match vouchers.get(&e.id) {
+                    Some(v) => v.issued_event()?,
+                    None => Value::Null,
+                },
+            };
+            Ok(Event {
+                id: e.id,
+                seq: e.seq,
+                kind: e.kind,
+                occurred_at: e.occurred_at,
+                data,
+            })
+        })
+        .collect()
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -188,13 +241,13 @@ async fn list(
     // Only events of transactions older than every transaction still running are
     // listed: `seq` carries the inserting transaction's id in its high bits, so
     // anything that commits later sorts after what a reader has already seen.
-    let items: Vec<Event> = match kind {
+    let stored: Vec<StoredEvent> = match kind {
         // Every type but voucher.issued is rare among the grants' events and has an
         // index of its own (0018, partial, so grants write no entry in it); the
         // query states the index's condition so the planner may use it.
         Some(kind) if kind != EventType::VoucherIssued.as_str() => {
             sqlx::query_as!(
-                Event,
+                StoredEvent,
                 "SELECT id, seq, type AS kind, occurred_at, data FROM events
                  WHERE type = $3 AND type <> 'voucher.issued' AND seq > $1
                    AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
@@ -209,7 +262,7 @@ async fn list(
         // voucher.issued, dense along seq, is found by scanning seq; so is the whole log
         _ => {
             sqlx::query_as!(
-                Event,
+                StoredEvent,
                 "SELECT id, seq, type AS kind, occurred_at, data FROM events
                  WHERE seq > $1
                    AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
@@ -223,6 +276,7 @@ async fn list(
             .await?
         }
     };
+    let items = with_data(&mut *state.db.acquire().await?, stored).await?;
     let next_after = items.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage { items, next_after }))
 }
@@ -241,7 +295,7 @@ async fn dead_letters(
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<DeadLetterPage>> {
     let (after, limit, kind) = page_params(&params)?;
-    let items: Vec<DeadLetter> = sqlx::query!(
+    let rows = sqlx::query!(
         "SELECT id, seq, type AS kind, occurred_at, data, attempts, last_error FROM events
          WHERE delivery = 'dead' AND seq > $1 AND ($3::text IS NULL OR type = $3)
          ORDER BY seq LIMIT $2",
@@ -250,14 +304,22 @@ async fn dead_letters(
         kind,
     )
     .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|r| DeadLetter {
-        attempts: r.attempts,
-        last_error: r.last_error,
-        event: event_from!(r),
-    })
-    .collect();
+    .await?;
+    let delivery: Vec<(i32, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.attempts, r.last_error.clone()))
+        .collect();
+    let stored = rows.into_iter().map(|r| event_from!(r)).collect();
+    let items: Vec<DeadLetter> = with_data(&mut *state.db.acquire().await?, stored)
+        .await?
+        .into_iter()
+        .zip(delivery)
+        .map(|(event, (attempts, last_error))| DeadLetter {
+            attempts,
+            last_error,
+            event,
+        })
+        .collect();
     let next_after = items.last().map_or(after, |d| d.event.seq);
     Ok(Json(DeadLetterPage { items, next_after }))
 }
@@ -281,8 +343,8 @@ async fn replay_dead_letter(
         Begun::Replay(resp) => return Ok(resp),
         Begun::Fresh(reservation) => *reservation,
     };
-    let event: Event = sqlx::query_as!(
-        Event,
+    let stored: StoredEvent = sqlx::query_as!(
+        StoredEvent,
         "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = now(),
                            last_error = NULL
          WHERE id = $1 AND delivery = 'dead'
@@ -292,7 +354,8 @@ async fn replay_dead_letter(
     .fetch_optional(&mut *reservation.tx)
     .await?
     .ok_or(ApiError::DeadLetterNotFound)?;
-    let body = serde_json::to_vec(&event).map_err(ApiError::internal)?;
+    let event = with_data(&mut reservation.tx, vec![stored]).await?;
+    let body = serde_json::to_vec(&event[0]).map_err(ApiError::internal)?;
     reservation.complete(StatusCode::ACCEPTED, &body).await?;
     reservation.commit().await?;
     Ok(json_bytes_response(StatusCode::ACCEPTED, body))

@@ -108,6 +108,62 @@ impl VoucherRow {
     }
 }
 
+/// A grant's answer: the voucher it issued.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ClaimResponse {
+    pub voucher: Voucher,
+}
+
+impl VoucherRow {
+    /// This voucher as it was when granted (status `issued`), whatever it is now.
+    fn as_issued(&self) -> Voucher {
+        VoucherRow {
+            status: "issued".into(),
+            redeemed_at: None,
+            order_id: None,
+            redemption_id: None,
+            ..self.clone()
+        }
+        .view(self.issued_at)
+    }
+
+    /// The 201 body of the grab that issued this voucher, byte for byte: built here
+    /// when the grant is answered, and rebuilt here when its key is replayed from
+    /// Postgres, which keeps only the voucher row (migration 0020).
+    pub(crate) fn issued_body(&self) -> ApiResult<Vec<u8>> {
+        serde_json::to_vec(&ClaimResponse {
+            voucher: self.as_issued(),
+        })
+        .map_err(ApiError::internal)
+    }
+
+    /// The `voucher.issued` event's data, `{"voucher":{..},"user_id":".."}`: the 201
+    /// body plus the holder, rebuilt from the voucher row when the event is read
+    /// (grants write the event without its data, migration 0020).
+    pub(crate) fn issued_event(&self) -> ApiResult<serde_json::Value> {
+        Ok(serde_json::json!({
+            "voucher": serde_json::to_value(self.as_issued()).map_err(ApiError::internal)?,
+            "user_id": self.user_id,
+        }))
+    }
+}
+
+/// Voucher rows by id (the vouchers of `voucher.issued` events read from the log).
+pub(crate) async fn by_ids(
+    conn: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<VoucherRow>, sqlx::Error> {
+    sqlx::query_as!(
+        VoucherRow,
+        r#"SELECT id, code, campaign_id, user_id, status, discount AS "discount: sqlx::types::Json<crate::domain::Discount>",
+                  min_order_amount, issued_at, expires_at, redeemed_at, order_id, redemption_id
+           FROM vouchers WHERE id = ANY ($1)"#,
+        ids,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct VoucherList {
     pub items: Vec<Voucher>,

@@ -71,7 +71,7 @@ struct Leased {
 /// Leases due events: if this process dies (or stalls) mid-delivery, the event
 /// becomes due again when the lease runs out, and another instance delivers it under
 /// a lease of its own.
-async fn lease_due(pool: &PgPool, lease: Duration) -> Result<Vec<Leased>, sqlx::Error> {
+async fn lease_due(pool: &PgPool, lease: Duration) -> Result<Vec<Leased>, crate::error::ApiError> {
     let rows = sqlx::query!(
         r#"UPDATE events SET attempts = attempts + 1, lease = $3,
                            next_attempt_at = now() + make_interval(secs => $2)
@@ -86,12 +86,19 @@ async fn lease_due(pool: &PgPool, lease: Duration) -> Result<Vec<Leased>, sqlx::
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    let leases: Vec<(i32, Uuid)> = rows.iter().map(|r| (r.attempts, r.lease)).collect();
+    let stored = rows
         .into_iter()
-        .map(|r| Leased {
-            attempts: r.attempts,
-            lease: r.lease,
-            event: crate::events::event_from!(r),
+        .map(|r| crate::events::event_from!(r))
+        .collect();
+    let events = crate::events::with_data(&mut *pool.acquire().await?, stored).await?;
+    Ok(events
+        .into_iter()
+        .zip(leases)
+        .map(|(event, (attempts, lease))| Leased {
+            attempts,
+            lease,
+            event,
         })
         .collect())
 }

@@ -13,9 +13,7 @@ use axum::{
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
-use serde::Serialize;
 use sqlx::PgPool;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -32,18 +30,13 @@ use crate::{
     idempotency::{self, IdempotencyKey, Idempotent, NextAction, Outcome, Scope, WhenLimited},
     json::EmptyBody,
     limits::ClientIp,
-    vouchers::{Voucher, VoucherRow},
+    vouchers::{ClaimResponse, VoucherRow},
 };
 use writer::{Batcher, Prepared, Settled};
 
 /// The grab route, registered with its documentation.
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(claim))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ClaimResponse {
-    pub voucher: Voucher,
 }
 
 /// One grab, as the route hands it over.
@@ -157,9 +150,9 @@ impl Grabber {
         result
     }
 
-    /// The voucher a grant would issue, with its 201 body and its event, prepared
-    /// before any transaction opens.
-    fn prepare(&self, req: &GrabRequest<'_>) -> ApiResult<(VoucherRow, Vec<u8>, String)> {
+    /// The voucher a grant would issue, with its 201 body, prepared before any
+    /// transaction opens.
+    fn prepare(&self, req: &GrabRequest<'_>) -> ApiResult<(VoucherRow, Vec<u8>)> {
         // Postgres keeps microseconds: round here so the body we store and replay
         // matches what the wallet reads back.
         let issued_at = Utc::now().trunc_subsecs(6);
@@ -177,12 +170,8 @@ impl Grabber {
             order_id: None,
             redemption_id: None,
         };
-        let response = ClaimResponse {
-            voucher: row.view(issued_at),
-        };
-        let body = serde_json::to_string(&response).map_err(ApiError::internal)?;
-        let event = issued_event(&body, req.user.as_str());
-        Ok((row, body.into_bytes(), event))
+        let body = row.issued_body()?;
+        Ok((row, body))
     }
 
     /// Batched: wait for this key's in-flight twin, else queue on the campaign's
@@ -202,15 +191,12 @@ impl Grabber {
             NextAction::Replay(resp) => return Ok(resp),
             NextAction::Proceed(guard) => guard,
         };
-        let (voucher, body, event) = self.prepare(&req)?;
+        let (voucher, body) = self.prepare(&req)?;
         let grab = Prepared {
             scope: scope.as_str().to_string(),
             key: req.key.as_str().to_string(),
             fingerprint: req.fingerprint.to_vec(),
             voucher,
-            body: body.clone(),
-            event_id: Uuid::now_v7(),
-            event,
         };
         let (settled, _in_flight) = self
             .batcher
@@ -241,18 +227,6 @@ impl Grabber {
             )
             .await
     }
-}
-
-/// The `voucher.issued` event: the 201 body plus the holder,
-/// `{"voucher":{..},"user_id":".."}`. Spliced rather than serialising the voucher a
-/// second time, which showed in profiles of the grant path.
-fn issued_event(body: &str, user_id: &str) -> String {
-    let mut event = String::with_capacity(body.len() + user_id.len() + 16);
-    event.push_str(body.strip_suffix('}').unwrap_or(body));
-    event.push_str(",\"user_id\":");
-    event.push_str(&serde_json::Value::from(user_id).to_string());
-    event.push('}');
-    event
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/claims", operation_id = "grabVoucher", tag = "users",
@@ -297,24 +271,4 @@ async fn claim(
         effect.settled(result.is_ok()).await;
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_issued_event_is_the_body_plus_the_holder() {
-        let body = serde_json::json!({
-            "voucher": {"code": "AB\"C", "discount": {"percent": 10}, "note": "ü"}
-        })
-        .to_string();
-        for user in ["alice", "quote\"and\\slash", "ünïcode\n"] {
-            let spliced: serde_json::Value =
-                serde_json::from_str(&issued_event(&body, user)).unwrap();
-            let mut expected: serde_json::Value = serde_json::from_str(&body).unwrap();
-            expected["user_id"] = user.into();
-            assert_eq!(spliced, expected);
-        }
-    }
 }

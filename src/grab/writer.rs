@@ -42,17 +42,14 @@ use crate::{
     events::EventType, idempotency::InFlightGuard, vouchers::VoucherRow,
 };
 
-/// A grab ready to be granted: its voucher and its 201 body are prepared before it
-/// is queued, so the batch only writes.
+/// A grab ready to be granted: its voucher is prepared before it is queued, so the
+/// batch only writes. The key's record and the `voucher.issued` event are written
+/// without copies of it (migration 0020).
 pub struct Prepared {
     pub scope: String,
     pub key: String,
     pub fingerprint: Vec<u8>,
     pub voucher: VoucherRow,
-    pub body: Vec<u8>,
-    pub event_id: Uuid,
-    /// The `voucher.issued` event's data, already serialised.
-    pub event: String,
 }
 
 /// How one queued grab ended.
@@ -443,6 +440,22 @@ fn next_campaign(lines: &mut Lines) -> Option<Uuid> {
     None
 }
 
+/// The next campaign in turn with grabs waiting and no batch in flight, with a
+/// writer slot taken on it; the campaigns passed over keep their place in the ring.
+fn next_idle_campaign(lines: &mut Lines) -> Option<Uuid> {
+    let at = lines.ring.iter().position(|id| {
+        lines
+            .by_campaign
+            .get(id)
+            .is_some_and(|line| line.ready && line.writing == 0)
+    })?;
+    let id = lines.ring.remove(at)?;
+    let line = lines.by_campaign.get_mut(&id)?;
+    line.ready = false;
+    line.writing += 1;
+    Some(id)
+}
+
 fn next_campaign_ready(inner: &Inner) -> bool {
     !lock(&inner.lines).ring.is_empty()
 }
@@ -473,11 +486,21 @@ fn form_batch(inner: &Inner, first: Uuid, max: usize) -> (Vec<Part>, Vec<Uuid>, 
                 });
             }
         }
-        if room == 0 || slots.len() >= MAX_CAMPAIGNS_PER_BATCH {
+        // A campaign with another batch in flight is written alone: this batch will
+        // wait for that one's row lock, and must hold no other campaign's row while
+        // it waits.
+        let pipelined = slots.len() == 1
+            && lines
+                .by_campaign
+                .get(&first)
+                .is_some_and(|line| line.writing > 1);
+        if room == 0 || pipelined || slots.len() >= MAX_CAMPAIGNS_PER_BATCH {
             break;
         }
-        // Room left: the next campaign in turn joins this batch.
-        match next_campaign(&mut lines) {
+        // Room left: the next campaign in turn that no other batch is writing joins
+        // this one, so concurrent batches lock disjoint sets of campaign rows and
+        // never wait on each other.
+        match next_idle_campaign(&mut lines) {
             Some(next) => {
                 slots.push(next);
                 id = next;
@@ -654,13 +677,11 @@ async fn commit(conn: &mut PgConnection, parts: &[Part]) -> Result<Vec<Settled>,
         .collect();
     let col = |f: fn(&Prepared) -> &str| grabs.iter().map(|g| f(g)).collect::<Vec<&str>>();
     let fingerprints: Vec<&[u8]> = grabs.iter().map(|g| g.fingerprint.as_slice()).collect();
-    let bodies: Vec<&[u8]> = grabs.iter().map(|g| g.body.as_slice()).collect();
     let ids: Vec<Uuid> = grabs.iter().map(|g| g.voucher.id).collect();
     let issued_at: Vec<chrono::DateTime<chrono::Utc>> =
         grabs.iter().map(|g| g.voucher.issued_at).collect();
     let expires_at: Vec<chrono::DateTime<chrono::Utc>> =
         grabs.iter().map(|g| g.voucher.expires_at).collect();
-    let event_ids: Vec<Uuid> = grabs.iter().map(|g| g.event_id).collect();
     let campaigns: Vec<&CampaignRow> = parts.iter().map(|p| &*p.campaign).collect();
     let campaign_ids: Vec<Uuid> = campaigns.iter().map(|c| c.id).collect();
     let limits: Vec<i32> = campaigns.iter().map(|c| c.per_user_limit).collect();
@@ -677,22 +698,19 @@ async fn commit(conn: &mut PgConnection, parts: &[Part]) -> Result<Vec<Settled>,
         r#"SELECT o_outcomes AS "o_outcomes!"
            FROM grant_batches(
              p_campaign_of => $1, p_scopes => $2, p_keys => $3, p_fingerprints => $4,
-             p_bodies => $5, p_ids => $6, p_codes => $7, p_users => $8, p_issued_at => $9,
-             p_expires_at => $10, p_event_ids => $11, p_events => $12, p_campaigns => $13,
-             p_limits => $14, p_discounts => $15, p_min_orders => $16,
-             p_sold_out_ids => $17, p_issued_type => $18, p_sold_out_type => $19)"#,
+             p_ids => $5, p_codes => $6, p_users => $7, p_issued_at => $8,
+             p_expires_at => $9, p_campaigns => $10, p_limits => $11, p_discounts => $12,
+             p_min_orders => $13, p_sold_out_ids => $14, p_issued_type => $15,
+             p_sold_out_type => $16)"#,
         &campaign_of,
         &col(|g| &g.scope) as _,
         &col(|g| &g.key) as _,
         &fingerprints as _,
-        &bodies as _,
         &ids,
         &col(|g| &g.voucher.code) as _,
         &col(|g| &g.voucher.user_id) as _,
         &issued_at,
         &expires_at,
-        &event_ids,
-        &col(|g| &g.event) as _,
         &campaign_ids,
         &limits,
         &discounts as _,

@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use super::{IdempotencyKey, REPLAYED_HEADER, Scope};
 use crate::{
@@ -29,11 +30,13 @@ use crate::{
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 
 /// A stored record. Status and body are set in the transaction that inserts the
-/// row, so a committed row always has both.
+/// row, so a committed row always has both; a grant's record has no body but names
+/// its voucher, from which the body is rebuilt (migration 0020).
 struct Record {
     fingerprint: Vec<u8>,
     status_code: Option<i16>,
     response_body: Option<Vec<u8>>,
+    voucher_id: Option<Uuid>,
     /// Seconds until the purge may delete it.
     life_secs: f64,
 }
@@ -535,7 +538,7 @@ async fn lookup(
     let asked = Instant::now();
     let record: Option<Record> = sqlx::query_as!(
         Record,
-        r#"SELECT fingerprint, status_code, response_body,
+        r#"SELECT fingerprint, status_code, response_body, voucher_id,
                   GREATEST(0, EXTRACT(EPOCH FROM
                       created_at + make_interval(secs => $3) - now()))::float8 AS "life_secs!"
            FROM idempotency_keys
@@ -549,11 +552,26 @@ async fn lookup(
     let Some(Record {
         fingerprint: stored,
         status_code: Some(status_code),
-        response_body: Some(body),
+        response_body,
+        voucher_id,
         life_secs,
     }) = record
     else {
         return Ok(None);
+    };
+    let body = match (response_body, voucher_id) {
+        (Some(body), _) => body,
+        (None, Some(voucher)) => {
+            let mut conn = pool.acquire().await?;
+            match crate::vouchers::by_ids(&mut conn, &[voucher])
+                .await?
+                .first()
+            {
+                Some(row) => row.issued_body()?,
+                None => return Ok(None),
+            }
+        }
+        (None, None) => return Ok(None),
     };
     let life = Duration::try_from_secs_f64(life_secs)
         .unwrap_or_default()

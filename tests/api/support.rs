@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Grab, RedisMode, TestApp, token, unique};
+use crate::helpers::{Grab, RedisMode, TestApp, campaign_body, token, unique};
 
 const ALICE_TOKEN: &str = "alice-admin-token-0123456789";
 const BOB_TOKEN: &str = "bob-admin-token-0123456789";
@@ -691,5 +691,100 @@ async fn sold_out_here(app: &TestApp, campaign: &str) {
             .grab(&token(&unique("probe")), campaign, &unique("g"))
             .await;
         assert_eq!(g.code(), "sold_out", "{:?}", g.body);
+    }
+}
+
+/// A grant writes no copy of its answer or of its voucher: the key's record names the
+/// voucher and the `voucher.issued` event has no data of its own (migration 0020).
+/// Both are rebuilt from the voucher row, as they were at grant time, whatever the
+/// voucher became since: a replay read from Postgres (by an instance that never saw
+/// the grant) is the 201 sent at grant time byte for byte, and the event is that body
+/// plus the holder, for a voucher since redeemed, one since voided, and one untouched,
+/// of fixed and percent campaigns, a holder named in Unicode among them.
+#[tokio::test]
+async fn a_grant_is_replayed_and_logged_as_granted_from_its_voucher_row_alone() {
+    let here = app().await;
+    let fixed = here.campaign(10, 3).await;
+    let mut body = campaign_body(10, 3);
+    body["voucher"] = json!({
+        "discount": {"type": "percent", "basis_points": 1250, "max_amount": 75000, "currency": "VND"},
+        "valid_for_seconds": 3600
+    });
+    let created = here
+        .admin_post("/v1/admin/campaigns", &unique("c"), &body)
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let percent = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let holder = unique("hölder-ünïcode\"q");
+    let t = token(&holder);
+    let mut grants = Vec::new();
+    for campaign in [&fixed, &fixed, &fixed, &percent] {
+        let key = unique("g");
+        let g = here.grab(&t, campaign, &key).await;
+        assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+        grants.push((campaign.clone(), key, g));
+    }
+    let code = |i: usize| {
+        grants[i].2.body["voucher"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = redeem(&here, &t, &code(0), &unique("order")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(
+        void(&here, &code(1), &unique("void"), false).await.status,
+        StatusCode::OK
+    );
+
+    let there = app().await;
+    for (campaign, key, granted) in &grants {
+        let id = Uuid::parse_str(granted.body["voucher"]["id"].as_str().unwrap()).unwrap();
+        let (body, voucher): (Option<Vec<u8>>, Option<Uuid>) = sqlx::query_as(
+            "SELECT response_body, voucher_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(format!("user:{holder}"))
+        .bind(key)
+        .fetch_one(&there.db)
+        .await
+        .unwrap();
+        assert_eq!((body, voucher), (None, Some(id)), "the record holds a copy");
+        let replay = there.grab(&t, campaign, key).await;
+        assert_eq!(replay.status, StatusCode::CREATED, "{:?}", replay.body);
+        assert!(replay.replayed);
+        assert_eq!(
+            String::from_utf8_lossy(&replay.bytes),
+            String::from_utf8_lossy(&granted.bytes)
+        );
+
+        let (seq, data): (i64, Option<Value>) = sqlx::query_as(
+            "SELECT seq, data FROM events WHERE id = $1 AND type = 'voucher.issued'",
+        )
+        .bind(id)
+        .fetch_one(&there.db)
+        .await
+        .unwrap();
+        assert_eq!(data, None, "the event holds a copy");
+        let mut wanted = granted.body.clone();
+        wanted["user_id"] = holder.clone().into();
+        let mut listed = Value::Null;
+        for _ in 0..200 {
+            let page = there
+                .admin_get(&format!(
+                    "/v1/admin/events?type=voucher.issued&after={}&limit=1",
+                    seq - 1
+                ))
+                .await;
+            listed = page["items"][0].clone();
+            if listed["id"] == id.to_string() {
+                break;
+            }
+            // Held back while an older transaction anywhere on the server is open.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(listed["data"], wanted);
     }
 }
