@@ -57,6 +57,8 @@ pub struct Settings {
     /// Batches of one campaign in flight at once; two let one batch form while
     /// another commits.
     pub grab_writers: usize,
+    /// Batches being written at once, counting only those sent less than 100 ms ago.
+    pub grab_active_batches: usize,
     /// Batch writers, and so pooled connections, for all campaigns together; below
     /// the pool size, so admin, redemption, wallet and readiness traffic always has
     /// connections left.
@@ -295,6 +297,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
     };
     let grab_batch_max = number(&opt, "GRAB_BATCH_MAX", 512, 1..=10_000)?;
     let grab_writers = number(&opt, "GRAB_WRITERS", 2, 1..=16)?;
+    let grab_active_batches = number(&opt, "GRAB_ACTIVE_BATCHES", 2, 1..=1000)?;
     let pool = db_max_connections as usize;
     let grab_writer_connections =
         number(&opt, "GRAB_WRITER_CONNECTIONS", (pool / 4).max(1), 1..=1000)?;
@@ -393,6 +396,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Set
         grab_mode,
         grab_batch_max,
         grab_writers,
+        grab_active_batches,
         grab_writer_connections,
         grab_deadline,
         grab_queue_max,
@@ -647,6 +651,7 @@ mod tests {
             ("GRAB_MODE", "fast"),
             ("GRAB_BATCH_MAX", "0"),
             ("GRAB_WRITERS", "99"),
+            ("GRAB_ACTIVE_BATCHES", "0"),
             ("RATE_LIMIT_USER", "-1"),
             ("RATE_LIMIT_IP", "lots"),
             ("MAX_CONNECTIONS", "0"),

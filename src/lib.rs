@@ -7,13 +7,16 @@
 //! - `grab`: the grab, `POST /v1/campaigns/{id}/claims`, and `Grabber`, which answers
 //!   what a campaign snapshot can refuse from memory and hands the rest to the writers.
 //!   - `grab::writer`: the grant writers: per-campaign queues, admission and shedding
-//!     (queue bounds, the commit-stall breaker), batch formation, and the one call of
-//!     `grant_batch` that commits a batch.
+//!     (queue bounds, the commit-stall breaker), batch formation (across campaigns
+//!     no other batch is writing), and the one call of `grant_batches` that commits a
+//!     batch.
 //! - `campaigns`: the admin routes (create, list, change, audit) and the public view,
 //!   with their request and response types and the writes behind them.
 //!   - `campaigns::row`: the campaign row and the rules it alone decides (status,
 //!     refusal, verdict, voucher terms and expiry), and reading a row; no routes.
-//! - `vouchers`: the wallet routes and the voucher rows they read.
+//! - `vouchers`: the wallet routes and the voucher rows they read, and a voucher as it
+//!   was granted (the 201 body and the `voucher.issued` event's data, rebuilt from
+//!   the row for replays and the event log).
 //! - `redemptions`: quoting, spending and rolling back a voucher at checkout.
 //! - `checkout`: the checkout rules as one pure function (`Checkout::decide`).
 //! - `support`: support's admin routes: voucher lookups (by code, holder, campaign)
@@ -70,21 +73,25 @@
 //! # Where each grant rule lives
 //!
 //! Every grant, in both grab modes (`GRAB_MODE=single` is batches of one), is written
-//! by the SQL function `grant_batch`, whose live body is in
-//! `migrations/0013_one_meaning_per_name.sql` (see `migrations/README.md`), called
-//! once, from `grab::writer`'s `commit`. Each rule has that one place:
-//! - the idempotency key (recorded with the grant's answer, or reported taken or busy):
-//!   `grant_batch`;
+//! by the SQL function `grant_batches`, whose live body is in
+//! `migrations/0020_grants_without_copies.sql` (see `migrations/README.md`), called
+//! once per batch (which may span campaigns), from `grab::writer`'s `commit`. Each
+//! rule has that one place:
+//! - the idempotency key (recorded naming the voucher it granted, or reported taken
+//!   or busy): `grant_batches`; the answer it replays is rebuilt from that voucher by
+//!   `vouchers::VoucherRow::issued_body`, the function that built the first answer;
 //! - the per-user limit (`user_grants`, at most `per_user_limit` per user):
-//!   `grant_batch`;
-//! - the voucher and its `voucher.issued` event: `grant_batch` (the rows are prepared
-//!   by `Grabber`, written there);
-//! - the stock decrement (`remaining`, never below zero): `grant_batch`; the only way
-//!   back, one unit returned by a void (`return_stock`): `support`'s `return_unit`;
+//!   `grant_batches`;
+//! - the voucher and its `voucher.issued` event (the voucher's id, its data rebuilt
+//!   from the voucher when read): `grant_batches` (the rows are prepared by
+//!   `Grabber`, written there);
+//! - the stock decrement (`remaining`, never below zero): `grant_batches`; the only
+//!   way back, one unit returned by a void (`return_stock`): `support`'s
+//!   `return_unit`;
 //! - pause and window (`paused`, `starts_at`, `ends_at`, by Postgres' clock):
-//!   `grant_batch`;
+//!   `grant_batches`;
 //! - the `campaign.sold_out` event, once, by the batch that takes the last voucher:
-//!   `grant_batch`.
+//!   `grant_batches`.
 //!
 //! Answered without Postgres, from a campaign snapshot: not open yet, paused, over or
 //! sold out, `campaigns::row::CampaignRow::verdict` (a refusal only; it never grants).
@@ -386,7 +393,7 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
     let cache = CampaignCache::new(redis.clone(), dbwatch.clone());
     let idempotency = idempotency::Store::new(redis.clone(), settings.idempotency_ttl);
     // One way of writing grants: `GRAB_MODE=single` is the same writers and the same
-    // `grant_batch` with batches of one (one grant per transaction, the bench's
+    // `grant_batches` with batches of one (one grant per transaction, the bench's
     // baseline), any writer free to serve the one hot campaign.
     let single = settings.grab_mode == config::GrabMode::Single;
     let batcher = grab::writer::Batcher::new(
@@ -395,6 +402,11 @@ pub fn state(settings: Settings, db: PgPool) -> anyhow::Result<AppState> {
         grab::writer::BatchLimits {
             max_batch: if single { 1 } else { settings.grab_batch_max },
             connections: settings.grab_writer_connections,
+            active: if single {
+                settings.grab_writer_connections
+            } else {
+                settings.grab_active_batches
+            },
             per_campaign: if single {
                 settings.grab_writer_connections
             } else {

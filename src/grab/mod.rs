@@ -1,6 +1,6 @@
 //! The grab: `POST /v1/campaigns/{id}/claims`. Everything that decides a grant sits
 //! behind `Grabber::grab`: refusals from the campaign snapshot, then the grant
-//! writers (`writer`), whose one call of `grant_batch` holds every grant rule
+//! writers (`writer`), whose one call of `grant_batches` holds every grant rule
 //! (`GRAB_MODE=single` is the same path with batches of one).
 
 pub(crate) mod writer;

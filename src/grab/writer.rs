@@ -1,8 +1,10 @@
 //! Grant batching: grabs waiting on the same campaign are committed together by a
-//! writer in one call of `grant_batch`, so the hot campaign row is decremented once
+//! writer in one call of `grant_batches`, so the hot campaign row is decremented once
 //! per batch instead of once per grant. Batches form by themselves: a writer takes
 //! whatever is queued when it is free, so a lone grab goes at once and batches grow
-//! only while a commit is in progress.
+//! only while a commit is in progress. A batch with room left takes the grabs of the
+//! next campaigns in turn that no other batch is writing (one call, one commit for
+//! many quiet campaigns; concurrent batches lock disjoint campaign rows).
 //!
 //! Launch night shapes the rest:
 //! - The writers are one pool for all campaigns (`GRAB_WRITER_CONNECTIONS`), serving
@@ -88,6 +90,11 @@ pub struct BatchLimits {
     pub max_batch: usize,
     /// Writers (and so connections) for all campaigns together.
     pub connections: usize,
+    /// Batches being written at once, of all campaigns (`GRAB_ACTIVE_BATCHES`): more
+    /// writers than that would split the same grabs into smaller batches, each
+    /// paying for its own commit. Only batches sent less than `ACTIVE_WHILE` ago
+    /// count: one waiting on a held row or a stalled disk keeps no one waiting.
+    pub active: usize,
     /// Batches of one campaign in flight at once: two let one batch form while
     /// another commits.
     pub per_campaign: usize,
@@ -151,7 +158,36 @@ struct Inner {
     held: Arc<AtomicUsize>,
 }
 
+/// How long a batch counts against `BatchLimits::active`: a commit takes a few
+/// milliseconds; one still going after this waits on something else.
+const ACTIVE_WHILE: Duration = Duration::from_millis(100);
+
 impl Inner {
+    /// A slot to write a batch in, if fewer than `limits.active` batches are active;
+    /// if not, how long until one of them stops counting (unless it ends before).
+    /// Checked and taken under one lock, so writers woken together never overshoot.
+    fn try_start(&self, writer: u64) -> Result<Committing<'_>, Duration> {
+        let now = Instant::now();
+        let mut committing = lock(&self.committing);
+        let mut active = 0;
+        let mut oldest = Duration::ZERO;
+        for (_, sent) in committing.values() {
+            let age = now.duration_since(*sent);
+            if age < ACTIVE_WHILE {
+                active += 1;
+                oldest = oldest.max(age);
+            }
+        }
+        if active >= self.limits.active {
+            return Err(ACTIVE_WHILE - oldest);
+        }
+        committing.insert(writer, (Vec::new(), now));
+        Ok(Committing {
+            inner: self,
+            writer,
+        })
+    }
+
     /// Whether a grab on `campaign` meets a stalled commit: one of its own campaign,
     /// or stalled commits on two campaigns or more (Postgres itself stalled: a batch
     /// of several campaigns waits at most 200 ms for a held row, so its stall is
@@ -175,10 +211,10 @@ struct Committing<'a> {
     writer: u64,
 }
 
-impl<'a> Committing<'a> {
-    fn start(inner: &'a Inner, writer: u64, campaigns: Vec<Uuid>) -> Self {
-        lock(&inner.committing).insert(writer, (campaigns, Instant::now()));
-        Committing { inner, writer }
+impl Committing<'_> {
+    /// The batch is being sent now, with these campaigns.
+    fn sent(&self, campaigns: Vec<Uuid>) {
+        lock(&self.inner.committing).insert(self.writer, (campaigns, Instant::now()));
     }
 }
 
@@ -234,9 +270,10 @@ impl Batcher {
             }
         }
         let committing = lock(&inner.committing);
-        gauges.committing = committing.len();
-        gauges.longest_commit = committing
-            .values()
+        // Slots still forming their batch (no campaigns yet) are not committing.
+        let sent = || committing.values().filter(|(ids, _)| !ids.is_empty());
+        gauges.committing = sent().count();
+        gauges.longest_commit = sent()
             .map(|(_, sent)| now.duration_since(*sent))
             .max()
             .unwrap_or_default();
@@ -250,6 +287,10 @@ impl Batcher {
             connections: limits.connections.max(1),
             per_campaign: limits.per_campaign.max(1),
             queue_max: limits.queue_max.max(1),
+            ..limits
+        };
+        let limits = BatchLimits {
+            active: limits.active.max(1),
             ..limits
         };
         let inner = Arc::new(Inner {
@@ -319,7 +360,8 @@ impl Batcher {
                 guard,
                 reply,
             });
-            if lines.offer(campaign.id, inner.limits.per_campaign) {
+            let pipelinable = line.ready && line.waiting.len() == PIPELINE_MIN;
+            if lines.offer(campaign.id, inner.limits.per_campaign) || pipelinable {
                 inner.work.notify_one();
             }
         }
@@ -360,7 +402,27 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
     // progress rather than failing the same size again.
     let mut cap = inner.limits.max_batch;
     loop {
-        let Some(first) = next_campaign(&mut lock(&inner.lines)) else {
+        let slot = match inner.try_start(writer) {
+            Ok(slot) => slot,
+            Err(wait) => {
+                let notified = inner.work.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                // A batch that ended between the check above and `enable` notified
+                // before this writer listened: the timeout bounds that wait too.
+                let _ = tokio::time::timeout(wait, notified).await;
+                continue;
+            }
+        };
+        // A campaign no other batch is writing first: a batch that starts on one that
+        // is being written must wait for its row and is written alone, so it is the
+        // last resort (the hot campaign's second batch in flight).
+        let first = {
+            let mut lines = lock(&inner.lines);
+            next_idle_campaign(&mut lines).or_else(|| next_campaign(&mut lines, PIPELINE_MIN))
+        };
+        let Some(first) = first else {
+            drop(slot);
             held.release();
             let notified = inner.work.notified();
             tokio::pin!(notified);
@@ -392,8 +454,8 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             metrics::histogram!("voucherd_grant_batch_size").record(size as f64);
             let committed = match conn {
                 Ok(conn) => {
-                    let ids = parts.iter().map(|p| p.campaign.id).collect();
-                    let ok = settle(conn, parts, Committing::start(&inner, writer, ids)).await;
+                    slot.sent(parts.iter().map(|p| p.campaign.id).collect());
+                    let ok = settle(conn, parts, slot).await;
                     if !ok {
                         held.discard();
                     }
@@ -419,25 +481,42 @@ async fn write_batches(inner: Arc<Inner>, writer: u64) {
             if let Some(line) = lines.by_campaign.get_mut(&id) {
                 line.writing -= 1;
             }
-            if lines.offer(id, inner.limits.per_campaign) {
-                inner.work.notify_one();
-            }
+            lines.offer(id, inner.limits.per_campaign);
+        }
+        // This batch no longer counts as active: a writer waiting for that (or for the
+        // campaigns it held) may go.
+        if next_in_ring(&lines, PIPELINE_MIN).is_some() {
+            inner.work.notify_one();
         }
     }
 }
 
-/// The next campaign in turn, with a writer slot taken on it.
-fn next_campaign(lines: &mut Lines) -> Option<Uuid> {
-    while let Some(id) = lines.ring.pop_front() {
-        if let Some(line) = lines.by_campaign.get_mut(&id)
-            && line.ready
-        {
-            line.ready = false;
-            line.writing += 1;
-            return Some(id);
-        }
-    }
-    None
+/// Grabs a campaign must have waiting for a second batch of it to start while one
+/// is in flight, when other campaigns have grabs waiting too: a smaller one would
+/// cost a commit for a few grants (and with many campaigns live, every writer would
+/// be writing such), and they are taken when the batch in flight is done. A campaign
+/// alone (the hot one) gets its second batch at once.
+const PIPELINE_MIN: usize = 16;
+
+/// Where the next batch starts: the first campaign in the ring with no batch in
+/// flight, or with at least `min` grabs waiting, or any if it is the only one.
+fn next_in_ring(lines: &Lines, min: usize) -> Option<usize> {
+    let ready = |id: &Uuid| lines.by_campaign.get(id).filter(|line| line.ready);
+    let alone = lines.ring.iter().filter(|id| ready(id).is_some()).count() == 1;
+    lines.ring.iter().position(|id| {
+        ready(id).is_some_and(|line| alone || line.writing == 0 || line.waiting.len() >= min)
+    })
+}
+
+/// The next campaign in turn (`next_in_ring`), with a writer slot taken on it; the
+/// campaigns passed over keep their place in the ring.
+fn next_campaign(lines: &mut Lines, min: usize) -> Option<Uuid> {
+    let at = next_in_ring(lines, min)?;
+    let id = lines.ring.remove(at)?;
+    let line = lines.by_campaign.get_mut(&id)?;
+    line.ready = false;
+    line.writing += 1;
+    Some(id)
 }
 
 /// The next campaign in turn with grabs waiting and no batch in flight, with a
@@ -456,8 +535,9 @@ fn next_idle_campaign(lines: &mut Lines) -> Option<Uuid> {
     Some(id)
 }
 
+/// Whether `next_campaign` would find a campaign now.
 fn next_campaign_ready(inner: &Inner) -> bool {
-    !lock(&inner.lines).ring.is_empty()
+    next_in_ring(&lock(&inner.lines), PIPELINE_MIN).is_some()
 }
 
 /// Takes up to `max` live grabs, from `first` and then from the next campaigns in
