@@ -188,19 +188,29 @@ impl Inner {
         })
     }
 
-    /// Whether a grab on `campaign` meets a stalled commit: one of its own campaign,
-    /// or stalled commits on two campaigns or more (Postgres itself stalled: a batch
-    /// of several campaigns waits at most 200 ms for a held row, so its stall is
-    /// Postgres' too).
+    /// Whether a grab on `campaign` meets a stalled commit: a stalled batch holding
+    /// its campaign, or stalled batches on two campaigns or more (Postgres itself
+    /// stalled). Batches are counted, not campaigns: one batch of several campaigns
+    /// stalled behind one held row is one stall, and refuses only its own campaigns.
     fn commit_stalled(&self, campaign: Uuid, now: Instant) -> bool {
         let committing = lock(&self.committing);
-        let mut stalled = committing
+        let stalled: Vec<&Vec<Uuid>> = committing
             .values()
-            .filter(|(_, sent)| now.duration_since(*sent) > self.limits.commit_stall)
-            .flat_map(|(ids, _)| ids.iter().copied());
-        match stalled.next() {
-            None => false,
-            Some(first) => first == campaign || stalled.any(|id| id != first),
+            .filter(|(ids, sent)| {
+                !ids.is_empty() && now.duration_since(*sent) > self.limits.commit_stall
+            })
+            .map(|(ids, _)| ids)
+            .collect();
+        if stalled.iter().any(|ids| ids.contains(&campaign)) {
+            return true;
+        }
+        // Two stalled batches whose campaigns are not all one.
+        stalled.len() >= 2 && {
+            let first = stalled[0][0];
+            stalled
+                .iter()
+                .flat_map(|ids| ids.iter())
+                .any(|id| *id != first)
         }
     }
 }
