@@ -108,7 +108,8 @@ impl VoucherRow {
     }
 }
 
-/// A grant's answer: the voucher it issued.
+// A grant's answer: the voucher it issued. (A plain comment: a doc comment would
+// become the schema's description in the published OpenAPI document.)
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ClaimResponse {
     pub voucher: Voucher,
