@@ -109,7 +109,7 @@ pub(crate) struct DeadLetter {
 }
 
 /// An event as stored. A grant's `voucher.issued` event carries no data: its id is
-/// its voucher's, and its data is rebuilt from the voucher row (migration 0020).
+/// its voucher's, and its data is rebuilt from the voucher row (migration 0019).
 pub(crate) struct StoredEvent {
     pub id: Uuid,
     pub seq: i64,

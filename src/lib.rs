@@ -74,7 +74,7 @@
 //!
 //! Every grant, in both grab modes (`GRAB_MODE=single` is batches of one), is written
 //! by the SQL function `grant_batches`, whose live body is in
-//! `migrations/0020_grants_without_copies.sql` (see `migrations/README.md`), called
+//! `migrations/0019_grant_batches.sql` (see `migrations/README.md`), called
 //! once per batch (which may span campaigns), from `grab::writer`'s `commit`. Each
 //! rule has that one place:
 //! - the idempotency key (recorded naming the voucher it granted, or reported taken

@@ -130,7 +130,7 @@ impl VoucherRow {
 
     /// The 201 body of the grab that issued this voucher, byte for byte: built here
     /// when the grant is answered, and rebuilt here when its key is replayed from
-    /// Postgres, which keeps only the voucher row (migration 0020).
+    /// Postgres, which keeps only the voucher row (migration 0019).
     pub(crate) fn issued_body(&self) -> ApiResult<Vec<u8>> {
         serde_json::to_vec(&ClaimResponse {
             voucher: self.as_issued(),
@@ -140,7 +140,7 @@ impl VoucherRow {
 
     /// The `voucher.issued` event's data, `{"voucher":{..},"user_id":".."}`: the 201
     /// body plus the holder, rebuilt from the voucher row when the event is read
-    /// (grants write the event without its data, migration 0020).
+    /// (grants write the event without its data, migration 0019).
     pub(crate) fn issued_event(&self) -> ApiResult<serde_json::Value> {
         Ok(serde_json::json!({
             "voucher": serde_json::to_value(self.as_issued()).map_err(ApiError::internal)?,

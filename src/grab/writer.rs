@@ -46,7 +46,7 @@ use crate::{
 
 /// A grab ready to be granted: its voucher is prepared before it is queued, so the
 /// batch only writes. The key's record and the `voucher.issued` event are written
-/// without copies of it (migration 0020).
+/// without copies of it (migration 0019).
 pub struct Prepared {
     pub scope: String,
     pub key: String,
@@ -831,4 +831,85 @@ fn outcomes(words: &[String], n: usize) -> Vec<Settled> {
             _ => Settled::Refused(ApiError::Overloaded),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writers' shared state without writers: only the bookkeeping is exercised
+    /// (the pool is never connected).
+    fn inner(active: usize) -> Inner {
+        Inner {
+            db: sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+                .unwrap(),
+            dbwatch: DbWatch::default(),
+            limits: BatchLimits {
+                max_batch: 512,
+                connections: 8,
+                active,
+                per_campaign: 2,
+                queue_max: 2048,
+                queue_max_wait: Duration::from_secs(1),
+                commit_stall: Duration::from_secs(2),
+                deadline: Duration::from_secs(5),
+            },
+            lines: Mutex::default(),
+            work: Notify::new(),
+            committing: Mutex::default(),
+            held: Arc::default(),
+        }
+    }
+
+    fn committing(inner: &Inner, writer: u64, campaigns: &[Uuid], age: Duration) {
+        lock(&inner.committing).insert(writer, (campaigns.to_vec(), Instant::now() - age));
+    }
+
+    #[tokio::test]
+    async fn at_most_the_active_batches_start_and_an_old_one_stops_counting() {
+        let inner = inner(2);
+        let first = inner.try_start(0).unwrap();
+        let second = inner.try_start(1).unwrap();
+        let wait = inner.try_start(2).err().expect("a third batch started");
+        assert!(wait <= ACTIVE_WHILE, "{wait:?}");
+        drop(first);
+        let third = inner.try_start(2).unwrap();
+        // One sent longer ago than ACTIVE_WHILE waits on something else: it no
+        // longer keeps another batch from starting.
+        drop(second);
+        committing(
+            &inner,
+            1,
+            &[Uuid::now_v7()],
+            ACTIVE_WHILE + Duration::from_millis(50),
+        );
+        let fourth = inner.try_start(3).unwrap();
+        assert!(inner.try_start(4).is_err());
+        drop((third, fourth));
+    }
+
+    #[tokio::test]
+    async fn stalled_batches_are_counted_not_their_campaigns() {
+        let inner = inner(2);
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let stalled = inner.limits.commit_stall + Duration::from_millis(10);
+        // A batch still forming (no campaigns yet) and young batches stall nothing.
+        committing(&inner, 0, &[], stalled);
+        committing(&inner, 1, &[a], Duration::from_millis(5));
+        assert!(!inner.commit_stalled(a, Instant::now()));
+        // One stalled batch over a and b refuses a and b, not c.
+        committing(&inner, 1, &[a, b], stalled);
+        assert!(inner.commit_stalled(a, Instant::now()));
+        assert!(inner.commit_stalled(b, Instant::now()));
+        assert!(!inner.commit_stalled(c, Instant::now()));
+        // Two stalled batches of one campaign are that campaign's stall alone.
+        committing(&inner, 1, &[a], stalled);
+        committing(&inner, 2, &[a], stalled);
+        assert!(!inner.commit_stalled(c, Instant::now()));
+        // Two stalled batches over two campaigns: Postgres is stalled, every campaign
+        // is refused.
+        committing(&inner, 2, &[b], stalled);
+        assert!(inner.commit_stalled(c, Instant::now()));
+    }
 }

@@ -31,7 +31,7 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 
 /// A stored record. Status and body are set in the transaction that inserts the
 /// row, so a committed row always has both; a grant's record has no body but names
-/// its voucher, from which the body is rebuilt (migration 0020).
+/// its voucher, from which the body is rebuilt (migration 0019).
 struct Record {
     fingerprint: Vec<u8>,
     status_code: Option<i16>,

@@ -254,7 +254,7 @@ async fn every_effect_has_one_event_and_refusals_have_none() {
             .count(),
         3
     );
-    // A grant's event is its voucher's id without data of its own (migration 0020).
+    // A grant's event is its voucher's id without data of its own (migration 0019).
     let issued: Vec<(String, i64)> = sqlx::query_as(
         "SELECT v.id::text, (SELECT count(*) FROM events e WHERE e.type = 'voucher.issued'
                              AND e.id = v.id AND e.data IS NULL)

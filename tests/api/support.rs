@@ -695,7 +695,7 @@ async fn sold_out_here(app: &TestApp, campaign: &str) {
 }
 
 /// A grant writes no copy of its answer or of its voucher: the key's record names the
-/// voucher and the `voucher.issued` event has no data of its own (migration 0020).
+/// voucher and the `voucher.issued` event has no data of its own (migration 0019).
 /// Both are rebuilt from the voucher row, as they were at grant time, whatever the
 /// voucher became since: a replay read from Postgres (by an instance that never saw
 /// the grant) is the 201 sent at grant time byte for byte, and the event is that body
